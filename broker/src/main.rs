@@ -1,1 +1,66 @@
-fn main() {}
+//! `farm-broker`: serve the broker, or create tokens against its database.
+
+use clap::Parser;
+use farm_broker::auth::Authenticator;
+use farm_broker::config::{Cli, Command, TokenCommand};
+use farm_broker::domain::now_millis;
+use farm_broker::store::Store;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("farm-broker: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let url = args.storage.url()?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+            farm_broker::app::serve(listener, &url, args.fleet_config(), shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create {
+            role,
+            name,
+            storage,
+        }) => {
+            let store = Store::open(&storage.url()?).await?;
+            let token = Authenticator::create(&store, role, &name, now_millis()).await?;
+            store.close().await;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

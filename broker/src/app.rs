@@ -1,0 +1,50 @@
+//! Wiring: open the store, start the fleet, serve gRPC and HTTP on one listener until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::error::{Error, Result};
+use crate::fleet::{Fleet, FleetConfig};
+use crate::grpc::{self, Api};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Serves the broker on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    database_url: &str,
+    fleet_config: FleetConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let store = Store::open(database_url).await?;
+    let (fleet, fleet_task) = Fleet::start(store.clone(), fleet_config).await?;
+    let api = Api {
+        fleet,
+        auth: Authenticator::new(store.clone()),
+        store: store.clone(),
+        metrics: Arc::new(Metrics::default()),
+    };
+    // Merge first, then set the fallback (tonic's router already has one).
+    let router = grpc::routes(api.clone())
+        .into_axum_router()
+        .merge(http::routes(api))
+        .fallback(|| async { Error::not_found("no such path: try /, /healthz or /metrics") });
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("listener has no address: {e}")))?;
+    println!("farm-broker listening on http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, "serving gRPC and HTTP");
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::internal(format!("server error: {e}")));
+    fleet_task.abort();
+    store.close().await;
+    result
+}
