@@ -58,6 +58,12 @@ pub enum NodeEvent {
     Upsert(ReportedDevice),
     Removed(String),
     Heartbeat(NodeHealth),
+    /// The node's answer to a command.
+    CommandResult {
+        id: u64,
+        ok: bool,
+        error: String,
+    },
 }
 
 /// The host health a node sends with each heartbeat.
@@ -416,6 +422,12 @@ impl Actor {
         let changes = match event {
             NodeEvent::Heartbeat(health) => {
                 link.health = health;
+                return;
+            }
+            NodeEvent::CommandResult { id, ok, error } => {
+                if !ok {
+                    tracing::warn!(node_id, command = id, error, "node refused a command");
+                }
                 return;
             }
             NodeEvent::Snapshot(devices) => self

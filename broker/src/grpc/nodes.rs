@@ -71,7 +71,11 @@ fn node_event(msg: Msg) -> Result<NodeEvent> {
             None => Err(Error::invalid_argument("empty device change")),
         },
         Msg::Heartbeat(h) => Ok(NodeEvent::Heartbeat(node_health(h))),
-        Msg::Result(_) => Err(Error::invalid_argument("command result ignored")),
+        Msg::Result(r) => Ok(NodeEvent::CommandResult {
+            id: r.id,
+            ok: r.ok,
+            error: r.error.chars().take(super::convert::MAX_STRING).collect(),
+        }),
     }
 }
 
