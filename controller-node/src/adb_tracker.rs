@@ -29,6 +29,8 @@ use crate::devices::{AdbEntry, ConnState, DeviceSetHandle, PropsFetcher};
 const MAX_FRAME: usize = 1 << 20;
 /// How long connecting to the adb server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the list is re-read while a device is offline or unauthorized.
+const SETTLE_RECHECK: Duration = Duration::from_secs(1);
 
 /// What went wrong talking to the adb server.
 #[derive(Debug, thiserror::Error)]
@@ -147,18 +149,40 @@ async fn track_devices(
     send_host_request(&mut stream, addr, "host:track-devices").await?;
     *tracking = true;
     tracing::info!(adb_server = %addr, "tracking devices on the adb server");
+    // adb 29 does not announce every transition of a device that is not yet
+    // `device` (offline -> unauthorized is never sent on track-devices), so while
+    // any device is in such a state the list is also re-read once a second.
+    let mut settling = false;
     loop {
-        let body = match read_frame(&mut stream).await {
-            Ok(body) => body,
-            Err(AdbError::Io(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+        let frame = if settling {
+            tokio::time::timeout(SETTLE_RECHECK, read_frame(&mut stream))
+                .await
+                .ok()
+        } else {
+            Some(read_frame(&mut stream).await)
+        };
+        let entries = match frame {
+            Some(Ok(body)) => parse_device_list(&body),
+            Some(Err(AdbError::Io(error))) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Ok(());
             }
-            Err(error) => return Err(error),
+            Some(Err(error)) => return Err(error),
+            None => list_devices_once(addr).await?,
         };
-        if devices.adb_list(parse_device_list(&body)).await.is_err() {
+        settling = entries.iter().any(|e| e.state != ConnState::Online);
+        if devices.adb_list(entries).await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// One `host:devices` on a connection of its own.
+async fn list_devices_once(addr: SocketAddrV4) -> Result<Vec<AdbEntry>, AdbError> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| AdbError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    send_host_request(&mut stream, addr, "host:devices").await?;
+    Ok(parse_device_list(&read_frame(&mut stream).await?))
 }
 
 /// Sends one host request and reads its OKAY (or FAIL with a message).

@@ -7,7 +7,8 @@ pub mod v1 {
 }
 
 /// The encoded FileDescriptorSet, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/farm_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/farm_descriptor.bin"));
 
 /// Converts between `SystemTime`-like millisecond instants and protobuf timestamps.
 pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {

@@ -155,7 +155,7 @@ impl Inventory {
         let mut changes = Changes::default();
         let mut seen = HashSet::new();
         for r in reports {
-            let id = r.device_id().to_string();
+            let id = self.id_for(node_id, r);
             seen.insert(id.clone());
             let previous = self.devices.get(&id);
             let mut device = match previous {
@@ -228,6 +228,21 @@ impl Inventory {
             }
         }
         changes
+    }
+
+    /// The broker-wide id of a reported device. A device that cannot be read
+    /// (offline, unauthorized) reports no hardware serial: it keeps the id it has
+    /// on this node under the same adb serial.
+    fn id_for(&self, node_id: &str, r: &ReportedDevice) -> String {
+        if r.hardware_serial.is_empty()
+            && let Some(known) = self
+                .devices
+                .values()
+                .find(|d| d.node_id == node_id && d.serial == r.serial)
+        {
+            return known.id.clone();
+        }
+        r.device_id().to_string()
     }
 
     /// A device left its node (unplugged).
@@ -375,6 +390,23 @@ mod tests {
         let d = inv.device("HW-s1").cloned();
         assert_eq!(d.as_ref().map(|d| d.model.as_str()), Some("Pixel 7"));
         assert_eq!(d.map(|d| d.presence), Some(Presence::Unauthorized));
+    }
+
+    #[test]
+    fn an_unreadable_device_keeps_the_id_it_has_under_its_adb_serial() {
+        let mut inv = Inventory::default();
+        inv.apply_report("n1", "lab", &[report("s1", Presence::Online)], true, 10);
+        let mut r = report("s1", Presence::Unauthorized);
+        r.hardware_serial = String::new();
+        inv.apply_report("n1", "lab", &[r.clone()], true, 20);
+        assert_eq!(inv.devices().count(), 1);
+        assert_eq!(
+            inv.device("HW-s1").map(|d| d.presence),
+            Some(Presence::Unauthorized)
+        );
+        // On another node the same adb serial is another device.
+        inv.apply_report("n2", "lab", &[r], true, 30);
+        assert_eq!(inv.devices().count(), 2);
     }
 
     #[test]
