@@ -264,9 +264,6 @@ mod tests {
             }))
             .is_err()
         );
-        assert_eq!(
-            filter(None).map(|(s, st)| (s, st)),
-            Ok((Selector::default(), None))
-        );
+        assert_eq!(filter(None), Ok((Selector::default(), None)));
     }
 }
