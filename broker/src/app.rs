@@ -30,7 +30,6 @@ pub async fn serve(
     };
     // Merge first, then set the fallback (tonic's router already has one).
     let router = grpc::routes(api.clone())
-        .into_axum_router()
         .merge(http::routes(api))
         .fallback(|| async { Error::not_found("no such path: try /, /healthz or /metrics") });
     let addr = listener

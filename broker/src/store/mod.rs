@@ -78,6 +78,9 @@ impl Store {
         };
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            // An embedded SQLite file cannot drop a connection: pinging it before
+            // every use only adds a round trip to its worker thread to each query.
+            .test_before_acquire(backend != Backend::Sqlite)
             .acquire_timeout(std::time::Duration::from_secs(10));
         let options = if backend == Backend::Sqlite {
             options.after_connect(|conn, _meta| {
@@ -347,6 +350,19 @@ impl Store {
             "UPDATE leases SET state = 'ended', end_reason = $1, ended_at = $2
              WHERE id = $3 AND state = 'active' RETURNING {LEASE_COLUMNS}"
         );
+        if let [id] = ids {
+            // One statement is atomic on its own: no BEGIN/COMMIT round trips (the common release).
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(reason.as_str())
+                .bind(at)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                ended.push(lease_from_row(&row)?);
+            }
+            return Ok(ended);
+        }
         let mut tx = self.pool.begin().await?;
         for id in ids {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
