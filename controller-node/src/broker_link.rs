@@ -358,7 +358,7 @@ fn handle_broker_message(
                     );
                     outcome
                 }
-                None => {
+                Some(Kind::Live(_) | Kind::HttpRequest(_) | Kind::HttpBody(_)) | None => {
                     Err("unsupported command (this node is older than the broker?)".to_string())
                 }
             };

@@ -71,6 +71,9 @@ fn node_event(msg: Msg) -> Result<NodeEvent> {
             None => Err(Error::invalid_argument("empty device change")),
         },
         Msg::Heartbeat(h) => Ok(NodeEvent::Heartbeat(node_health(h))),
+        Msg::Live(_) | Msg::HttpResponse(_) | Msg::HttpBody(_) | Msg::Slots(_) => {
+            Err(Error::invalid_argument("this broker does not handle live or WebDriver messages yet"))
+        }
         Msg::Result(r) => Ok(NodeEvent::CommandResult {
             id: r.id,
             ok: r.ok,
