@@ -129,6 +129,18 @@ pub struct Node {
     pub hostname: String,
 }
 
+/// A WebDriver slot a node offers: an Appium server in front of one device, or a browser driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub slot_id: String,
+    /// "appium" or "browser".
+    pub kind: String,
+    /// For appium slots, the device's adb serial on its node.
+    pub device_serial: String,
+    pub capabilities: serde_json::Value,
+    pub max_sessions: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LeaseState {
     Active,

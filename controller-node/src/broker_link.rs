@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use farm_proto::v1::{
-    BrokerMessage, CommandResult, DeviceChange, DeviceSnapshot, Heartbeat, NodeDevice,
-    NodeDeviceState, NodeHello, NodeMessage, UsbDevice, broker_message::Msg as BrokerMsg,
-    command::Kind, device_change::Change, node_message::Msg,
-    node_service_client::NodeServiceClient,
+    BrokerMessage, CommandResult, DeviceChange, DeviceSnapshot, Heartbeat, HttpBodyChunk,
+    HttpRequestHead, LiveSignal, NodeDevice, NodeDeviceState, NodeHello, NodeMessage,
+    SlotInventory, UsbDevice, broker_message::Msg as BrokerMsg, command::Kind,
+    device_change::Change, node_message::Msg, node_service_client::NodeServiceClient,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -103,26 +103,55 @@ impl LeaseTable {
     }
 }
 
+/// A broker command for one of the node's services (not answered with a `CommandResult`:
+/// the service answers with its own messages).
+#[derive(Debug)]
+pub enum ServiceCommand {
+    Live(LiveSignal),
+    HttpRequest(HttpRequestHead),
+    HttpBody(HttpBodyChunk),
+}
+
+/// What the link carries for the node's other services (live sessions, WebDriver slots).
+#[derive(Debug)]
+pub struct LinkServices {
+    /// Broker commands for the services.
+    pub commands: mpsc::Sender<ServiceCommand>,
+    /// Messages from the services to the broker (sent while connected; a service's
+    /// sessions end when the connection does, see `connection`).
+    pub messages: mpsc::Receiver<NodeMessage>,
+    /// The slots to announce after every hello, and again whenever they change.
+    pub slots: watch::Receiver<SlotInventory>,
+    /// The number of the current broker connection, 0 while disconnected.
+    pub connection: watch::Sender<u64>,
+}
+
 /// Runs the link until `shutdown` turns true: connect, announce, stream, reconnect.
 pub async fn run_link(
     config: LinkConfig,
     devices: DeviceSetHandle,
     heartbeat: watch::Receiver<HeartbeatData>,
+    mut services: LinkServices,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut connections = 0u64;
     let mut backoff = Backoff::for_broker_link();
     let mut leases = LeaseTable::default();
     loop {
         let mut connected_at = None;
+        connections += 1;
         let outcome = session(
             &config,
             &devices,
             &heartbeat,
+            &mut services,
+            connections,
             &mut leases,
             &mut shutdown,
             &mut connected_at,
         )
         .await;
+        services.connection.send_replace(0);
         let error = match outcome {
             Ok(()) => return,
             Err(LinkError::DevicesStopped) => return,
@@ -194,10 +223,13 @@ impl tonic::service::Interceptor for BearerToken {
 
 /// One connection: returns `Ok(())` on shutdown, an error when the connection ended.
 /// Sets `connected_at` once the broker accepted the stream.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     config: &LinkConfig,
     devices: &DeviceSetHandle,
     heartbeat: &watch::Receiver<HeartbeatData>,
+    services: &mut LinkServices,
+    connection: u64,
     leases: &mut LeaseTable,
     shutdown: &mut watch::Receiver<bool>,
     connected_at: &mut Option<Instant>,
@@ -230,6 +262,7 @@ async fn session(
     let outbound = Outbound(outbound);
     outbound.send(hello_message(config))?;
     outbound.send(snapshot_message(&snapshot))?;
+    outbound.send(slots_message(services.slots.borrow_and_update().clone()))?;
     let device_count = snapshot.len();
 
     let response = tokio::select! {
@@ -237,6 +270,7 @@ async fn session(
         () = crate::wait_for_shutdown(shutdown) => return Ok(()),
     };
     *connected_at = Some(Instant::now());
+    services.connection.send_replace(connection);
     tracing::info!(broker = %config.broker_url, devices = device_count, "connected to the broker; sent hello and snapshot");
     let mut inbound = response.into_inner();
 
@@ -257,8 +291,17 @@ async fn session(
             message = inbound.message() => match message? {
                 None => return Err(LinkError::Closed),
                 Some(message) => {
-                    if let Some(reply) = handle_broker_message(message, leases, &mut interval, config) {
-                        outbound.send(reply)?;
+                    match route_service_command(message) {
+                        Ok(command) => {
+                            if services.commands.send(command).await.is_err() {
+                                return Err(LinkError::DevicesStopped);
+                            }
+                        }
+                        Err(message) => {
+                            if let Some(reply) = handle_broker_message(message, leases, &mut interval, config) {
+                                outbound.send(reply)?;
+                            }
+                        }
                     }
                     if interval != ticker.period() {
                         ticker = heartbeat_ticker(interval);
@@ -274,6 +317,10 @@ async fn session(
                     outbound.send(snapshot_message(&subscription.snapshot))?;
                 }
             },
+            Some(message) = services.messages.recv() => outbound.send(message)?,
+            Ok(()) = services.slots.changed() => {
+                outbound.send(slots_message(services.slots.borrow_and_update().clone()))?;
+            }
             _ = ticker.tick() => {
                 let data = heartbeat.borrow().clone();
                 outbound.send(heartbeat_message(&data))?;
@@ -358,6 +405,7 @@ fn handle_broker_message(
                     );
                     outcome
                 }
+                // Routed to the services before this point.
                 Some(Kind::Live(_) | Kind::HttpRequest(_) | Kind::HttpBody(_)) | None => {
                     Err("unsupported command (this node is older than the broker?)".to_string())
                 }
@@ -373,7 +421,31 @@ fn handle_broker_message(
     }
 }
 
+/// Takes out the commands that belong to a service; gives every other message back.
+fn route_service_command(message: BrokerMessage) -> Result<ServiceCommand, BrokerMessage> {
+    match message.msg {
+        Some(BrokerMsg::Command(command)) => match command.kind {
+            Some(Kind::Live(signal)) => Ok(ServiceCommand::Live(signal)),
+            Some(Kind::HttpRequest(head)) => Ok(ServiceCommand::HttpRequest(head)),
+            Some(Kind::HttpBody(chunk)) => Ok(ServiceCommand::HttpBody(chunk)),
+            kind => Err(BrokerMessage {
+                msg: Some(BrokerMsg::Command(farm_proto::v1::Command {
+                    id: command.id,
+                    kind,
+                })),
+            }),
+        },
+        msg => Err(BrokerMessage { msg }),
+    }
+}
+
 // ---------------------------------------------------------------- wire conversions
+
+fn slots_message(slots: SlotInventory) -> NodeMessage {
+    NodeMessage {
+        msg: Some(Msg::Slots(slots)),
+    }
+}
 
 /// The first message of every connection.
 pub fn hello_message(config: &LinkConfig) -> NodeMessage {

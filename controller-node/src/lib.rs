@@ -5,7 +5,8 @@
 //! - `devices`: the device set, the one owner of what the node reports;
 //! - `adb_tracker`: follows `host:track-devices` and feeds the device set;
 //! - `host_metrics`: samples host metrics and USB for heartbeats;
-//! - `broker_link`: the `NodeService.Connect` stream, with reconnect and backoff.
+//! - `broker_link`: the `NodeService.Connect` stream, with reconnect and backoff;
+//! - `services`: live sessions and WebDriver slots, fed by broker commands the link routes to them.
 
 pub mod adb_tracker;
 pub mod backoff;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod device_props;
 pub mod devices;
 pub mod host_metrics;
+pub mod services;
 pub mod usb;
 
 use std::future::Future;
@@ -56,11 +58,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let _in_node_span = span.enter();
         host_metrics::spawn_heartbeat_sampler(config.heartbeat_interval, stopping.clone())
     };
+    let (link_services, services_task) = {
+        let _in_node_span = span.enter();
+        services::spawn(&config, devices.clone(), stopping.clone())
+    };
     let mut link = tokio::spawn(
         broker_link::run_link(
             broker_link::LinkConfig::from(&config),
             devices,
             heartbeat,
+            link_services,
             stopping,
         )
         .instrument(span.clone()),
@@ -78,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = stop.send(true);
     tracker.await?;
     sampler.await?;
+    services_task.await?;
     // The device set ends once the tracker and the link dropped their handles.
     device_task.await?;
     link_result?;

@@ -208,6 +208,15 @@ impl BrokerView {
                 self.heartbeats += 1;
             }
             Msg::Result(result) => self.results.push(result),
+            // Slots are announced after the snapshot; this node has none configured.
+            Msg::Slots(slots) => {
+                if !slots.slots.is_empty() {
+                    bail!("slots from a node without any configured: {slots:?}");
+                }
+            }
+            other @ (Msg::Live(_) | Msg::HttpResponse(_) | Msg::HttpBody(_)) => {
+                bail!("unsolicited service message {other:?}")
+            }
         }
         Ok(())
     }

@@ -15,7 +15,8 @@ use rand::RngExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::domain::{
-    Caller, EndReason, Lease, Millis, Node, ReportedDevice, Role, Target, format_millis, now_millis,
+    Caller, EndReason, Lease, Millis, Node, ReportedDevice, Role, Slot, Target, format_millis,
+    now_millis,
 };
 use crate::error::{Error, Result};
 use crate::store::{NewLease, Store};
@@ -58,6 +59,8 @@ pub enum NodeEvent {
     Upsert(ReportedDevice),
     Removed(String),
     Heartbeat(NodeHealth),
+    /// The WebDriver slots the node offers now.
+    Slots(Vec<Slot>),
     /// The node's answer to a command.
     CommandResult {
         id: u64,
@@ -288,6 +291,7 @@ struct NodeLink {
     conn: u64,
     last_seen: Millis,
     health: NodeHealth,
+    slots: Vec<Slot>,
     outbound: mpsc::Sender<pb::BrokerMessage>,
 }
 
@@ -407,6 +411,7 @@ impl Actor {
                 conn,
                 last_seen: now,
                 health: NodeHealth::default(),
+                slots: Vec::new(),
                 outbound,
             },
         );
@@ -422,6 +427,10 @@ impl Actor {
         let changes = match event {
             NodeEvent::Heartbeat(health) => {
                 link.health = health;
+                return;
+            }
+            NodeEvent::Slots(slots) => {
+                link.slots = slots;
                 return;
             }
             NodeEvent::CommandResult { id, ok, error } => {

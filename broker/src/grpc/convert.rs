@@ -4,7 +4,7 @@ use farm_proto::timestamp_from_millis;
 use farm_proto::v1 as pb;
 
 use crate::domain::{
-    DeviceState, EndReason, Lease, LeaseState, Presence, ReportedDevice, Selector,
+    DeviceState, EndReason, Lease, LeaseState, Presence, ReportedDevice, Selector, Slot,
 };
 use crate::error::{Error, Result};
 use crate::fleet::{DeviceView, NodeHealth};
@@ -187,6 +187,36 @@ pub fn reported_device(d: pb::NodeDevice) -> Result<ReportedDevice> {
         screen_height: d.screen_height,
         density: d.density,
         battery_level: d.battery_level.clamp(-1, 100),
+    })
+}
+
+/// A WebDriver slot a node offers; its capabilities must be a JSON object.
+pub fn slot(s: pb::Slot) -> Result<Slot> {
+    check_required("slot_id", &s.slot_id)?;
+    check_required("slot kind", &s.kind)?;
+    check_string("slot device_serial", &s.device_serial)?;
+    if s.capabilities_json.len() > 64 * 1024 {
+        return Err(Error::invalid_argument("slot capabilities are over 64 KiB"));
+    }
+    let capabilities: serde_json::Value = if s.capabilities_json.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(&s.capabilities_json).map_err(|e| {
+            Error::invalid_argument(format!("slot {} capabilities are not JSON: {e}", s.slot_id))
+        })?
+    };
+    if !capabilities.is_object() {
+        return Err(Error::invalid_argument(format!(
+            "slot {} capabilities must be a JSON object",
+            s.slot_id
+        )));
+    }
+    Ok(Slot {
+        slot_id: s.slot_id,
+        kind: s.kind,
+        device_serial: s.device_serial,
+        capabilities,
+        max_sessions: s.max_sessions.max(1),
     })
 }
 

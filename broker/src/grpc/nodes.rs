@@ -71,9 +71,17 @@ fn node_event(msg: Msg) -> Result<NodeEvent> {
             None => Err(Error::invalid_argument("empty device change")),
         },
         Msg::Heartbeat(h) => Ok(NodeEvent::Heartbeat(node_health(h))),
-        Msg::Live(_) | Msg::HttpResponse(_) | Msg::HttpBody(_) | Msg::Slots(_) => {
-            Err(Error::invalid_argument("this broker does not handle live or WebDriver messages yet"))
+        Msg::Slots(inventory) => {
+            let slots = inventory
+                .slots
+                .into_iter()
+                .map(super::convert::slot)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(NodeEvent::Slots(slots))
         }
+        Msg::Live(_) | Msg::HttpResponse(_) | Msg::HttpBody(_) => Err(Error::invalid_argument(
+            "this broker does not handle live or WebDriver messages yet",
+        )),
         Msg::Result(r) => Ok(NodeEvent::CommandResult {
             id: r.id,
             ok: r.ok,

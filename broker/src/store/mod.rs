@@ -6,9 +6,13 @@
 mod migrations;
 mod rows;
 
-use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
-use sqlx::{Executor, Row};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::any::{Any, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Connection, Executor, Row};
 
 use crate::domain::{Caller, Device, EndReason, Lease, Millis, Node, Presence, Role};
 use crate::error::{Error, Result};
@@ -26,6 +30,39 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the one connection every write goes through (`None` once closed).
+    ///
+    /// SQLite takes one writer at a time anyway, and the fleet writes one decision
+    /// at a time. A pooled connection costs each write a ping on its way back to
+    /// the pool, and rotating over the pool's connections makes each one drop its
+    /// page cache because another one wrote since it last ran; one long-lived
+    /// connection keeps its cache warm. Reads still use the pool.
+    writer: Option<Arc<tokio::sync::Mutex<Option<AnyConnection>>>>,
+}
+
+/// The connection a write runs on: SQLite's dedicated writer, or one from the pool.
+enum WriteConn<'a> {
+    Dedicated(tokio::sync::MappedMutexGuard<'a, AnyConnection>),
+    Pooled(PoolConnection<Any>),
+}
+
+impl Deref for WriteConn<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            WriteConn::Dedicated(c) => c,
+            WriteConn::Pooled(c) => c,
+        }
+    }
+}
+
+impl DerefMut for WriteConn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            WriteConn::Dedicated(c) => c,
+            WriteConn::Pooled(c) => c,
+        }
+    }
 }
 
 /// A new lease to insert; the store assigns its fencing token.
@@ -97,15 +134,43 @@ impl Store {
             Error::unavailable(format!("cannot open database {}: {e}", redact(url)))
         })?;
         migrations::run(&pool, backend).await?;
-        Ok(Store { pool, backend })
+        // PostgreSQL connections can break and must come from the pool, which replaces them.
+        let writer = if backend == Backend::Sqlite {
+            let conn = pool.acquire().await?.detach();
+            Some(Arc::new(tokio::sync::Mutex::new(Some(conn))))
+        } else {
+            None
+        };
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+        })
+    }
+
+    /// A connection for a write (see `Store::writer`).
+    async fn writer(&self) -> Result<WriteConn<'_>> {
+        if let Some(writer) = &self.writer {
+            let guard = writer.lock().await;
+            return match tokio::sync::MutexGuard::try_map(guard, Option::as_mut) {
+                Ok(conn) => Ok(WriteConn::Dedicated(conn)),
+                Err(_) => Err(Error::unavailable("the database is closed")),
+            };
+        }
+        Ok(WriteConn::Pooled(self.pool.acquire().await?))
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
-    /// Closes the pool (pending queries finish first).
+    /// Closes the pool and the writer (pending queries finish first).
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer
+            && let Some(conn) = writer.lock().await.take()
+        {
+            let _ = conn.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -125,7 +190,7 @@ impl Store {
         .bind(role.as_str())
         .bind(hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await;
         match r {
             Ok(_) => Ok(()),
@@ -166,7 +231,7 @@ impl Store {
         .bind(&node.version)
         .bind(&node.hostname)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -189,7 +254,8 @@ impl Store {
         if devices.is_empty() && history.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = conn.begin().await?;
         for d in devices {
             let tags = serde_json::to_string(&d.tags).unwrap_or_else(|_| "[]".into());
             sqlx::query(
@@ -263,7 +329,8 @@ impl Store {
     /// inserts the lease. A second active lease on the device violates the unique
     /// index and fails with `FailedPrecondition`, whatever the caller believed.
     pub async fn create_lease(&self, new: &NewLease) -> Result<Lease> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = conn.begin().await?;
         let row = sqlx::query(
             "UPDATE devices SET fencing_counter = fencing_counter + 1 WHERE id = $1 RETURNING fencing_counter",
         )
@@ -330,7 +397,7 @@ impl Store {
             .bind(expires_at)
             .bind(ttl_ms)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.writer().await?)
             .await?;
         row.as_ref().map(lease_from_row).transpose()
     }
@@ -356,14 +423,15 @@ impl Store {
                 .bind(reason.as_str())
                 .bind(at)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.writer().await?)
                 .await?;
             if let Some(row) = row {
                 ended.push(lease_from_row(&row)?);
             }
             return Ok(ended);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = conn.begin().await?;
         for id in ids {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(reason.as_str())
