@@ -298,7 +298,7 @@ async fn session(
                             }
                         }
                         Err(message) => {
-                            if let Some(reply) = handle_broker_message(message, leases, &mut interval, config) {
+                            if let Some(reply) = handle_broker_message(*message, leases, &mut interval, config) {
                                 outbound.send(reply)?;
                             }
                         }
@@ -422,20 +422,20 @@ fn handle_broker_message(
 }
 
 /// Takes out the commands that belong to a service; gives every other message back.
-fn route_service_command(message: BrokerMessage) -> Result<ServiceCommand, BrokerMessage> {
+fn route_service_command(message: BrokerMessage) -> Result<ServiceCommand, Box<BrokerMessage>> {
     match message.msg {
         Some(BrokerMsg::Command(command)) => match command.kind {
             Some(Kind::Live(signal)) => Ok(ServiceCommand::Live(signal)),
             Some(Kind::HttpRequest(head)) => Ok(ServiceCommand::HttpRequest(head)),
             Some(Kind::HttpBody(chunk)) => Ok(ServiceCommand::HttpBody(chunk)),
-            kind => Err(BrokerMessage {
+            kind => Err(Box::new(BrokerMessage {
                 msg: Some(BrokerMsg::Command(farm_proto::v1::Command {
                     id: command.id,
                     kind,
                 })),
-            }),
+            })),
         },
-        msg => Err(BrokerMessage { msg }),
+        msg => Err(Box::new(BrokerMessage { msg })),
     }
 }
 
