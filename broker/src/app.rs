@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::grpc::{self, Api};
 use crate::http;
+use crate::live::{LiveConfig, LiveHub};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -18,15 +19,19 @@ pub async fn serve(
     listener: TcpListener,
     database_url: &str,
     fleet_config: FleetConfig,
+    live_config: LiveConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let store = Store::open(database_url).await?;
-    let (fleet, fleet_task) = Fleet::start(store.clone(), fleet_config).await?;
+    let (to_live, from_nodes) = tokio::sync::mpsc::channel(4096);
+    let (fleet, fleet_task) = Fleet::start(store.clone(), fleet_config, Some(to_live)).await?;
+    let live = LiveHub::start(fleet.clone(), store.clone(), live_config, from_nodes);
     let api = Api {
         fleet,
         auth: Authenticator::new(store.clone()),
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
+        live,
     };
     // Merge first, then set the fallback (tonic's router already has one).
     let router = grpc::routes(api.clone())

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::domain::Role;
 use crate::fleet::FleetConfig;
+use crate::live::{IceConfig, LiveConfig};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
@@ -73,9 +74,35 @@ pub struct ServeArgs {
     /// After a start, how long nodes have to reconnect before their devices are marked offline, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub reconnect_grace_secs: u64,
+    /// Let users who do not hold a device's lease watch its screen (read-only). Admins always may.
+    #[arg(long, env = "FARM_ALLOW_OBSERVERS")]
+    pub allow_observers: bool,
+    /// ICE servers per site, a JSON file:
+    /// {"default": {"stun": ["stun:HOST:3478"], "turn": ["turn:HOST:3478?transport=udp"], "turn_secret": "S"},
+    ///  "sites": {"paris": {...}}}. TURN credentials are minted per session (coturn --use-auth-secret).
+    #[arg(long, env = "FARM_ICE_CONFIG")]
+    pub ice_config: Option<PathBuf>,
 }
 
 impl ServeArgs {
+    /// Live-session settings; reads and checks the ICE file.
+    pub fn live_config(&self) -> anyhow::Result<LiveConfig> {
+        let ice = match &self.ice_config {
+            None => IceConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --ice-config {}: {e}", path.display())
+                })?;
+                IceConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+        };
+        Ok(LiveConfig {
+            ice,
+            allow_observers: self.allow_observers,
+            ..LiveConfig::default()
+        })
+    }
+
     pub fn fleet_config(&self) -> FleetConfig {
         FleetConfig {
             default_ttl: Duration::from_secs(self.default_ttl_secs),

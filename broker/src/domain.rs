@@ -211,6 +211,41 @@ pub struct Lease {
     pub ended_at: Option<Millis>,
 }
 
+/// What kind of use a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// A person on the live screen (WebRTC).
+    Live,
+    /// An automation session through the WebDriver grid.
+    WebDriver,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Live => "live",
+            SessionKind::WebDriver => "webdriver",
+        }
+    }
+}
+
+/// The record of one session on a device: who, what, when, and why it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub kind: SessionKind,
+    pub device_id: String,
+    pub holder: String,
+    /// Live: "control" or "observe".
+    pub mode: String,
+    /// WebDriver: the requested capabilities (JSON).
+    pub capabilities: String,
+    pub lease_id: Option<String>,
+    pub started_at: Millis,
+    pub ended_at: Option<Millis>,
+    pub end_reason: Option<String>,
+}
+
 /// Which devices a reservation or a listing may pick. Empty fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selector {

@@ -24,6 +24,12 @@ pub fn routes(api: Api) -> Router {
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        // Authenticates inside: a browser's WebSocket cannot send headers, and a
+        // refusal is more useful as a message than as a failed handshake.
+        .route(
+            "/api/v1/devices/{id}/live",
+            get(crate::live::ws::live_socket),
+        )
         // The UI itself is public; it asks for a token and sends it with every API call.
         .route("/", get(index))
         .route("/device/{id}", get(index))

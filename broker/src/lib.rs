@@ -8,5 +8,6 @@ pub mod error;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod store;

@@ -26,10 +26,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let url = args.storage.url()?;
+            let live = args.live_config()?;
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-            farm_broker::app::serve(listener, &url, args.fleet_config(), shutdown_signal()).await?;
+            farm_broker::app::serve(listener, &url, args.fleet_config(), live, shutdown_signal())
+                .await?;
             Ok(())
         }
         Command::Token(TokenCommand::Create {

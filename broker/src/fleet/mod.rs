@@ -59,6 +59,8 @@ pub enum NodeEvent {
     Upsert(ReportedDevice),
     Removed(String),
     Heartbeat(NodeHealth),
+    /// Live-session signalling from the node, for the live hub.
+    Live(pb::LiveSignal),
     /// The WebDriver slots the node offers now.
     Slots(Vec<Slot>),
     /// The node's answer to a command.
@@ -92,7 +94,11 @@ pub struct NodeSession {
 /// A device-level event for watchers.
 #[derive(Debug, Clone)]
 pub enum FleetEvent {
-    Device(DeviceView),
+    Device(Box<DeviceView>),
+    /// A lease ended (with its reason).
+    LeaseEnded(Lease),
+    /// A node's link is gone (before its devices go offline).
+    NodeLost(String),
 }
 
 /// Figures for `/metrics`.
@@ -159,13 +165,20 @@ enum Request {
     Stats {
         reply: oneshot::Sender<FleetStats>,
     },
+    SendToNode {
+        node_id: String,
+        message: pb::BrokerMessage,
+        reply: Reply<()>,
+    },
 }
 
 impl Fleet {
     /// Loads the inventory and active leases from the store and starts the task.
+    /// `live` receives the live-session signalling nodes send, with their node id.
     pub async fn start(
         store: Store,
         config: FleetConfig,
+        live: Option<mpsc::Sender<(String, pb::LiveSignal)>>,
     ) -> Result<(Fleet, tokio::task::JoinHandle<()>)> {
         let devices = store.load_devices().await?;
         let leases = store.load_active_leases().await?;
@@ -185,6 +198,7 @@ impl Fleet {
             nodes: HashMap::new(),
             waiters: WaitQueue::default(),
             events: events.clone(),
+            live,
             next_command: 1,
         };
         let task = tokio::spawn(actor.run(rx));
@@ -280,6 +294,17 @@ impl Fleet {
         self.call(|reply| Request::Stats { reply }).await
     }
 
+    /// Queues a message on a connected node's stream.
+    pub async fn send_to_node(&self, node_id: &str, message: pb::BrokerMessage) -> Result<()> {
+        let node_id = node_id.to_string();
+        self.call(|reply| Request::SendToNode {
+            node_id,
+            message,
+            reply,
+        })
+        .await?
+    }
+
     /// Device changes from now on (subscribe before reading the snapshot).
     pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
         self.events.subscribe()
@@ -309,6 +334,7 @@ struct Actor {
     waiters: WaitQueue<Pending>,
     events: broadcast::Sender<FleetEvent>,
     grace_until: Millis,
+    live: Option<mpsc::Sender<(String, pb::LiveSignal)>>,
     next_command: u64,
 }
 
@@ -380,6 +406,21 @@ impl Actor {
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Request::SendToNode {
+                node_id,
+                message,
+                reply,
+            } => {
+                let result = match self.nodes.get(&node_id) {
+                    Some(link) => link.outbound.try_send(message).map_err(|_| {
+                        Error::unavailable(format!("node {node_id} is not keeping up; try again"))
+                    }),
+                    None => Err(Error::unavailable(format!(
+                        "node {node_id} is not connected"
+                    ))),
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -429,6 +470,12 @@ impl Actor {
                 link.health = health;
                 return;
             }
+            NodeEvent::Live(signal) => {
+                if let Some(live) = &self.live {
+                    let _ = live.try_send((node_id.to_string(), signal));
+                }
+                return;
+            }
             NodeEvent::Slots(slots) => {
                 link.slots = slots;
                 return;
@@ -455,6 +502,7 @@ impl Actor {
     async fn drop_node(&mut self, node_id: &str, now: Millis) {
         // Dropping the link drops its outbound sender, which ends the node's stream.
         self.nodes.remove(node_id);
+        let _ = self.events.send(FleetEvent::NodeLost(node_id.to_string()));
         let changes = self.inventory.node_lost(node_id, now);
         self.apply_changes(changes, EndReason::NodeLost, now).await;
     }
@@ -744,6 +792,9 @@ impl Actor {
                 return Vec::new();
             }
         };
+        for lease in &ended {
+            let _ = self.events.send(FleetEvent::LeaseEnded(lease.clone()));
+        }
         for id in ids {
             // Ended in the store (now or before): forget it here.
             if let Some(l) = self.inventory.remove_lease(id) {
@@ -806,7 +857,7 @@ impl Actor {
 
     fn publish(&self, device_id: &str) {
         if let Some(view) = self.inventory.view(device_id) {
-            let _ = self.events.send(FleetEvent::Device(view));
+            let _ = self.events.send(FleetEvent::Device(Box::new(view)));
         }
     }
 

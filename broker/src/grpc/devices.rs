@@ -81,6 +81,7 @@ impl pb::device_service_server::DeviceService for Api {
                             event: Some(pb::device_event::Event::Updated(device_to_pb(&v))),
                         }]
                     }
+                    Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => match fleet.devices().await {
                         Ok(all) => send_all(all),
                         Err(_) => return,

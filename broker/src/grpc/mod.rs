@@ -23,6 +23,7 @@ pub struct Api {
     pub auth: Authenticator,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub live: crate::live::LiveHub,
 }
 
 impl Api {

@@ -5,6 +5,7 @@
 
 mod migrations;
 mod rows;
+mod sessions;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;

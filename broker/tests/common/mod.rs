@@ -6,6 +6,7 @@ use std::time::Duration;
 use farm_broker::auth::Authenticator;
 use farm_broker::domain::{Role, now_millis};
 use farm_broker::fleet::FleetConfig;
+use farm_broker::live::LiveConfig;
 use farm_broker::store::Store;
 use farm_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -48,6 +49,10 @@ pub async fn start() -> TestBroker {
 }
 
 pub async fn start_with(config: FleetConfig) -> TestBroker {
+    start_full(config, LiveConfig::default()).await
+}
+
+pub async fn start_full(config: FleetConfig, live: LiveConfig) -> TestBroker {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = Store::sqlite_url(dir.path());
     let store = Store::open(&db_url).await.expect("store opens");
@@ -75,7 +80,7 @@ pub async fn start_with(config: FleetConfig) -> TestBroker {
         let shutdown = async {
             let _ = rx.await;
         };
-        if let Err(e) = farm_broker::app::serve(listener, &db, config, shutdown).await {
+        if let Err(e) = farm_broker::app::serve(listener, &db, config, live, shutdown).await {
             panic!("broker failed: {e}");
         }
     });
