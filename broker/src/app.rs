@@ -25,6 +25,7 @@ pub async fn serve(
     let store = Store::open(database_url).await?;
     let (to_live, from_nodes) = tokio::sync::mpsc::channel(4096);
     let (fleet, fleet_task) = Fleet::start(store.clone(), fleet_config, Some(to_live)).await?;
+    let allow_observers = live_config.allow_observers;
     let live = LiveHub::start(fleet.clone(), store.clone(), live_config, from_nodes);
     let api = Api {
         fleet,
@@ -32,6 +33,7 @@ pub async fn serve(
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         live,
+        allow_observers,
     };
     // Merge first, then set the fallback (tonic's router already has one).
     let router = grpc::routes(api.clone())

@@ -668,7 +668,7 @@ impl Actor {
             ttl_ms,
         };
         let lease = self.store.create_lease(&new).await?;
-        tracing::info!(lease_id = %lease.id, device_id, holder = %lease.holder, fencing = lease.fencing_token, "lease granted");
+        tracing::debug!(lease_id = %lease.id, device_id, holder = %lease.holder, fencing = lease.fencing_token, "lease granted");
         self.inventory.insert_lease(lease.clone());
         self.notify_node(&lease, true);
         self.publish(device_id);
@@ -798,7 +798,7 @@ impl Actor {
         for id in ids {
             // Ended in the store (now or before): forget it here.
             if let Some(l) = self.inventory.remove_lease(id) {
-                tracing::info!(lease_id = %l.id, device_id = %l.device_id, reason = %reason, "lease ended");
+                tracing::debug!(lease_id = %l.id, device_id = %l.device_id, reason = %reason, "lease ended");
                 self.notify_node(&l, false);
                 self.publish(&l.device_id);
             }

@@ -24,6 +24,8 @@ pub struct Api {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub live: crate::live::LiveHub,
+    /// Whether non-holders may watch live screens (admins always may).
+    pub allow_observers: bool,
 }
 
 impl Api {

@@ -79,8 +79,12 @@ fn node_event(msg: Msg) -> Result<NodeEvent> {
                 .collect::<Result<Vec<_>>>()?;
             Ok(NodeEvent::Slots(slots))
         }
-        Msg::Live(_) | Msg::HttpResponse(_) | Msg::HttpBody(_) => Err(Error::invalid_argument(
-            "this broker does not handle live or WebDriver messages yet",
+        Msg::Live(signal) => {
+            check_required("live session_id", &signal.session_id)?;
+            Ok(NodeEvent::Live(signal))
+        }
+        Msg::HttpResponse(_) | Msg::HttpBody(_) => Err(Error::invalid_argument(
+            "this broker does not handle WebDriver messages yet",
         )),
         Msg::Result(r) => Ok(NodeEvent::CommandResult {
             id: r.id,

@@ -9,16 +9,52 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::Backend;
 use crate::error::{Error, Result};
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+/// (version, description, SQL) for each backend; both lists move in step.
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "sessions",
+        include_str!("../../migrations/sqlite/0002_sessions.sql"),
+    ),
+    (
+        3,
+        "fencing trigger",
+        include_str!("../../migrations/sqlite/0003_fencing_trigger.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "sessions",
+        include_str!("../../migrations/postgres/0002_sessions.sql"),
+    ),
+    (
+        3,
+        "fencing trigger",
+        include_str!("../../migrations/postgres/0003_fencing_trigger.sql"),
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let versions = |list: &[(i64, &'static str, &'static str)]| {
+            list.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>()
+        };
+        assert_eq!(versions(super::SQLITE), versions(super::POSTGRES));
+    }
+}
 
 pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let list = match backend {

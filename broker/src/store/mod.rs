@@ -326,41 +326,33 @@ impl Store {
 
     // ------------------------------------------------------------------ leases
 
-    /// Takes the lease in one transaction: bumps the device's fencing counter and
-    /// inserts the lease. A second active lease on the device violates the unique
-    /// index and fails with `FailedPrecondition`, whatever the caller believed.
+    /// Takes the lease in one statement (atomic on its own): the fencing token is
+    /// the device's counter + 1, and a trigger moves the counter with it. A second
+    /// active lease on the device violates the unique index and fails with
+    /// `FailedPrecondition`, whatever the caller believed.
     pub async fn create_lease(&self, new: &NewLease) -> Result<Lease> {
-        let mut conn = self.writer().await?;
-        let mut tx = conn.begin().await?;
-        let row = sqlx::query(
-            "UPDATE devices SET fencing_counter = fencing_counter + 1 WHERE id = $1 RETURNING fencing_counter",
-        )
-        .bind(&new.device_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(Error::not_found(format!(
-                "device {:?} not found: `farmctl devices` lists the farm",
-                new.device_id
-            )));
-        };
-        let fencing: i64 = row.try_get("fencing_counter")?;
         let expires_at = new.created_at + new.ttl_ms;
         let inserted = sqlx::query(
             "INSERT INTO leases (id, device_id, holder, created_at, expires_at, ttl_ms, fencing_token, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active')",
+             SELECT $1, id, $2, $3, $4, $5, fencing_counter + 1, 'active' FROM devices WHERE id = $6
+             RETURNING fencing_token",
         )
         .bind(&new.id)
-        .bind(&new.device_id)
         .bind(&new.holder)
         .bind(new.created_at)
         .bind(expires_at)
         .bind(new.ttl_ms)
-        .bind(fencing)
-        .execute(&mut *tx)
+        .bind(&new.device_id)
+        .fetch_optional(&mut *self.writer().await?)
         .await;
-        match inserted {
-            Ok(_) => {}
+        let row = match inserted {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                return Err(Error::not_found(format!(
+                    "device {:?} not found: `farmctl devices` lists the farm",
+                    new.device_id
+                )));
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(Error::failed_precondition(format!(
                     "device {} already has an active lease",
@@ -368,8 +360,8 @@ impl Store {
                 )));
             }
             Err(e) => return Err(e.into()),
-        }
-        tx.commit().await?;
+        };
+        let fencing: i64 = row.try_get("fencing_token")?;
         Ok(Lease {
             id: new.id.clone(),
             device_id: new.device_id.clone(),
