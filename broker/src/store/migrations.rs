@@ -45,17 +45,6 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     ),
 ];
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn both_backends_have_the_same_migrations() {
-        let versions = |list: &[(i64, &'static str, &'static str)]| {
-            list.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>()
-        };
-        assert_eq!(versions(super::SQLITE), versions(super::POSTGRES));
-    }
-}
-
 pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let list = match backend {
         Backend::Sqlite => SQLITE,
@@ -77,4 +66,15 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
         .run(pool)
         .await
         .map_err(|e| Error::unavailable(format!("database migration failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let versions = |list: &[(i64, &'static str, &'static str)]| {
+            list.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>()
+        };
+        assert_eq!(versions(super::SQLITE), versions(super::POSTGRES));
+    }
 }
