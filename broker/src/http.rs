@@ -17,8 +17,21 @@ use crate::grpc::Api;
 use crate::grpc::convert::check_required;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
-const APP_JS: &str = include_str!("../../web/app.js");
-const STYLE_CSS: &str = include_str!("../../web/style.css");
+
+/// The UI's static files, compiled in: (name, content type, content).
+const UI_FILES: &[(&str, &str, &str)] = &[
+    (
+        "app.js",
+        "text/javascript",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "live.js",
+        "text/javascript",
+        include_str!("../../web/live.js"),
+    ),
+    ("style.css", "text/css", include_str!("../../web/style.css")),
+];
 
 /// The HTTP routes (without a fallback: the gRPC router adds one, see STACK.md pitfall 5).
 pub fn routes(api: Api) -> Router {
@@ -43,16 +56,17 @@ pub fn routes(api: Api) -> Router {
         // The UI itself is public; it asks for a token and sends it with every API call.
         .route("/", get(index))
         .route("/device/{id}", get(index))
-        .route(
-            "/ui/app.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }),
-        )
-        .route(
-            "/ui/style.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE_CSS) }),
-        )
+        .route("/ui/{file}", get(ui_file))
         .merge(protected)
         .with_state(api)
+}
+
+async fn ui_file(Path(file): Path<String>) -> Result<Response, Error> {
+    let (_, content_type, content) = UI_FILES
+        .iter()
+        .find(|(name, _, _)| *name == file)
+        .ok_or_else(|| Error::not_found(format!("no UI file {file:?}")))?;
+    Ok(([(header::CONTENT_TYPE, *content_type)], *content).into_response())
 }
 
 async fn index() -> impl IntoResponse {
