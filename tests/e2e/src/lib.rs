@@ -44,6 +44,7 @@
 //! `cargo build --workspace --bins` before running these tests (`scripts/test` does).
 
 pub mod adb;
+pub mod browser;
 pub mod broker;
 pub mod grpc;
 pub mod node;
@@ -58,6 +59,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use adb::AdbServer;
+pub use browser::Browser;
 pub use broker::{Broker, BrokerOpts, Role};
 pub use grpc::{AuthChannel, BearerToken, channel, connect};
 pub use node::Node;
