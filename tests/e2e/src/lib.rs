@@ -45,6 +45,7 @@
 
 pub mod adb;
 pub mod browser;
+pub mod coturn;
 pub mod broker;
 pub mod grpc;
 pub mod node;
@@ -60,6 +61,7 @@ use std::time::{Duration, Instant};
 
 pub use adb::AdbServer;
 pub use browser::Browser;
+pub use coturn::Coturn;
 pub use broker::{Broker, BrokerOpts, Role};
 pub use grpc::{AuthChannel, BearerToken, channel, connect};
 pub use node::Node;

@@ -27,6 +27,7 @@ struct NodeArgs {
     site: String,
     node_id: String,
     adb_port: u16,
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -45,6 +46,18 @@ impl Node {
         node_id: &str,
         adb_port: u16,
     ) -> Node {
+        Node::start_with(broker_url, token, site, node_id, adb_port, &[]).await
+    }
+
+    /// Like [`Node::start`], with more flags (e.g. `--scrcpy-server JAR`, `--webrtc-ip 127.0.0.1`).
+    pub async fn start_with(
+        broker_url: &str,
+        token: &str,
+        site: &str,
+        node_id: &str,
+        adb_port: u16,
+        extra_args: &[&str],
+    ) -> Node {
         let mut node = Node {
             args: NodeArgs {
                 broker_url: broker_url.to_owned(),
@@ -52,6 +65,7 @@ impl Node {
                 site: site.to_owned(),
                 node_id: node_id.to_owned(),
                 adb_port,
+                extra: extra_args.iter().map(|a| a.to_string()).collect(),
             },
             dir: Some(temp_dir(&format!("node-{node_id}"))),
             process: None,
@@ -107,7 +121,8 @@ impl Node {
             .args(["--broker", &a.broker_url, "--token", &a.token])
             .args(["--site", &a.site, "--node-id", &a.node_id])
             .arg("--adb-server")
-            .arg(format!("127.0.0.1:{}", a.adb_port));
+            .arg(format!("127.0.0.1:{}", a.adb_port))
+            .args(&a.extra);
         default_rust_log(&mut command);
         let mut process = ChildProcess::spawn("farm-node", command, &log);
         process.stop_listening();

@@ -58,12 +58,18 @@ impl Sim {
     /// # Panics
     /// When the simulator exits or is not ready within [`READY_TIMEOUT`], with its log.
     pub async fn start(adb_port: u16, devices: usize) -> Sim {
+        Sim::start_with(adb_port, devices, &[]).await
+    }
+
+    /// Like [`Sim::start`], with more flags (e.g. `--screen 720x1280`, `--fps 30`).
+    pub async fn start_with(adb_port: u16, devices: usize, extra_args: &[&str]) -> Sim {
         let dir = temp_dir("sim");
         let mut command = Command::new(bin("farm-sim"));
         command
             .args(["--devices", &devices.to_string()])
             .args(["--adb-server", &format!("127.0.0.1:{adb_port}")])
-            .args(["--control", "127.0.0.1:0"]);
+            .args(["--control", "127.0.0.1:0"])
+            .args(extra_args);
         default_rust_log(&mut command);
         let mut process = ChildProcess::spawn("farm-sim", command, &dir.path().join("sim.log"));
         let ready = match process.wait_for_line(READY_TIMEOUT, parse_ready_line).await {
@@ -108,6 +114,21 @@ impl Sim {
     /// The input the device recorded (taps, keys, text), as the simulator reports it.
     pub async fn input(&self, serial: &str) -> serde_json::Value {
         let url = format!("{}/devices/{serial}/input", self.control);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "GET {url}: {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+    }
+
+    /// GET a JSON document from the control API, e.g. `/devices/SERIAL/app`.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.control);
         let response = self
             .http
             .get(&url)
