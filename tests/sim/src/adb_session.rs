@@ -11,9 +11,14 @@ use crate::adb_packet::{
     A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, AUTH_SIGNATURE, AUTH_TOKEN,
     MAX_PAYLOAD, Packet,
 };
-use crate::adb_service::{ServiceStart, parse_service, start_service};
+use crate::adb_service::{Service, ServiceStart, parse_service, start_service};
+use crate::device_context::{DEFAULT_FPS, DeviceContext};
 use crate::device_profile::DeviceProfile;
 use crate::input_command::InputEvent;
+use crate::scrcpy_control::{ControlDecoder, ControlMessage};
+use crate::scrcpy_server::ScrcpyOptions;
+use crate::screenrecord::ScreenRecordOptions;
+use crate::sync_protocol::SyncSession;
 
 /// The largest WRTE payload the device sends, whatever the host allows.
 pub const MAX_CHUNK: usize = 256 * 1024;
@@ -39,6 +44,48 @@ pub enum SessionEvent {
         command: String,
         input: Vec<InputEvent>,
     },
+    /// A video stream opened: start producing H.264 on `stream`.
+    CaptureRequested { stream: u32, capture: CaptureKind },
+    /// A scrcpy control message arrived for the capture on video stream `stream`.
+    Control {
+        stream: u32,
+        message: ControlMessage,
+    },
+    /// The capture on `stream` must stop (its stream closed).
+    CaptureStopped { stream: u32 },
+}
+
+/// What kind of video a capture produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// The scrcpy video socket (device name, codec header, framed packets) and its control socket.
+    Scrcpy {
+        options: ScrcpyOptions,
+        control_stream: Option<u32>,
+    },
+    /// `screenrecord --output-format=h264 -`: raw Annex-B.
+    ScreenRecord(ScreenRecordOptions),
+}
+
+/// How bytes written to a stream are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Raw,
+    /// shell v2 stdout packets, and an exit packet at the end.
+    ShellV2,
+}
+
+#[derive(Debug)]
+enum StreamKind {
+    /// Bytes prepared at open, then closed.
+    Reply,
+    Sync(Box<SyncSession>),
+    /// The `app_process` shell of a scrcpy server.
+    ScrcpyShell,
+    /// A scrcpy video or audio socket.
+    ScrcpySocket,
+    ScrcpyControl(ControlDecoder),
+    ScreenRecord,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +102,46 @@ struct Stream {
     sent: usize,
     /// A WRTE is in flight: wait for the host's OKAY before the next one.
     awaiting_ack: bool,
+    framing: Framing,
+    /// Close once everything pending was sent and acknowledged.
+    close_when_drained: bool,
+    kind: StreamKind,
+}
+
+impl Stream {
+    fn new(remote_id: u32, framing: Framing, kind: StreamKind) -> Self {
+        Self {
+            remote_id,
+            pending: Vec::new(),
+            sent: 0,
+            awaiting_ack: false,
+            framing,
+            close_when_drained: false,
+            kind,
+        }
+    }
+}
+
+/// A scrcpy server started by `app_process`, waiting for or serving its sockets.
+#[derive(Debug)]
+struct ScrcpyServer {
+    options: ScrcpyOptions,
+    shell: u32,
+    /// Sockets accepted so far, in order video, audio, control.
+    sockets: Vec<u32>,
 }
 
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct AdbSession {
-    profile: Arc<DeviceProfile>,
+    context: Arc<DeviceContext>,
     authorized: bool,
     phase: Phase,
     max_chunk: usize,
     next_local_id: u32,
     tokens_sent: u32,
     streams: BTreeMap<u32, Stream>,
+    servers: Vec<ScrcpyServer>,
     outputs: VecDeque<SessionOutput>,
 }
 
@@ -74,14 +149,23 @@ impl AdbSession {
     /// A session for `profile`. When `authorized` is false the device answers CNXN with
     /// AUTH tokens and never accepts, so the host shows it as `unauthorized`.
     pub fn new(profile: Arc<DeviceProfile>, authorized: bool) -> Self {
+        Self::with_context(
+            Arc::new(DeviceContext::new(profile, DEFAULT_FPS)),
+            authorized,
+        )
+    }
+
+    /// A session sharing `context` (pushed files, counters) with the device's other connections.
+    pub fn with_context(context: Arc<DeviceContext>, authorized: bool) -> Self {
         Self {
-            profile,
+            context,
             authorized,
             phase: Phase::AwaitingConnect,
             max_chunk: 4096,
             next_local_id: 1,
             tokens_sent: 0,
             streams: BTreeMap::new(),
+            servers: Vec::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -103,7 +187,9 @@ impl AdbSession {
             A_AUTH => self.on_auth(&packet),
             A_OPEN if self.phase == Phase::Online => self.on_open(&packet),
             A_OKAY if self.phase == Phase::Online => self.on_okay(packet.arg0, packet.arg1),
-            A_WRTE if self.phase == Phase::Online => self.on_write(packet.arg0, packet.arg1),
+            A_WRTE if self.phase == Phase::Online => {
+                self.on_write(packet.arg0, packet.arg1, &packet.payload)
+            }
             A_CLSE if self.phase == Phase::Online => self.on_close(packet.arg0, packet.arg1),
             _ => tracing::debug!(?packet, phase = ?self.phase, "ignoring packet"),
         }
@@ -119,12 +205,16 @@ impl AdbSession {
 
     fn on_connect(&mut self, packet: &Packet) {
         // A new CNXN restarts the connection: streams from before are gone.
+        for stream in self.capture_streams() {
+            self.event(SessionEvent::CaptureStopped { stream });
+        }
         self.streams.clear();
+        self.servers.clear();
         let host_max = usize::try_from(packet.arg1).unwrap_or(MAX_CHUNK);
         self.max_chunk = host_max.clamp(1, MAX_CHUNK);
         if self.authorized {
             self.phase = Phase::Online;
-            let banner = self.profile.banner();
+            let banner = self.context.profile.banner();
             self.transmit(Packet::new(
                 A_CNXN,
                 A_VERSION,
@@ -165,7 +255,10 @@ impl AdbSession {
             self.transmit(Packet::new(A_CLSE, 0, remote_id, Vec::new()));
             return;
         }
-        match start_service(&service, &self.profile) {
+        if self.open_long_lived(&service, remote_id) {
+            return;
+        }
+        match start_service(&service, &self.context.profile) {
             ServiceStart::Refuse => {
                 tracing::info!(?service, "refusing unsupported service");
                 self.transmit(Packet::new(A_CLSE, 0, remote_id, Vec::new()));
@@ -188,15 +281,10 @@ impl AdbSession {
                     command,
                     input: outcome.input,
                 });
-                self.streams.insert(
-                    local_id,
-                    Stream {
-                        remote_id,
-                        pending: bytes,
-                        sent: 0,
-                        awaiting_ack: false,
-                    },
-                );
+                let mut stream = Stream::new(remote_id, Framing::Raw, StreamKind::Reply);
+                stream.pending = bytes;
+                stream.close_when_drained = true;
+                self.streams.insert(local_id, stream);
                 self.pump(local_id);
             }
         }
@@ -226,9 +314,13 @@ impl AdbSession {
             let end = (stream.sent + self.max_chunk).min(stream.pending.len());
             let chunk = stream.pending[stream.sent..end].to_vec();
             stream.sent = end;
+            if stream.sent == stream.pending.len() {
+                stream.pending.clear();
+                stream.sent = 0;
+            }
             stream.awaiting_ack = true;
             self.transmit(Packet::new(A_WRTE, local_id, remote_id, chunk));
-        } else {
+        } else if stream.close_when_drained {
             self.streams.remove(&local_id);
             self.transmit(Packet::new(A_CLSE, local_id, remote_id, Vec::new()));
         }
@@ -244,11 +336,12 @@ impl AdbSession {
         }
     }
 
-    fn on_write(&mut self, remote_id: u32, local_id: u32) {
-        // Stdin (shell v2 ids 0 and 4) is not needed by any command: acknowledge and drop it.
+    fn on_write(&mut self, remote_id: u32, local_id: u32, payload: &[u8]) {
         match self.streams.get(&local_id) {
             Some(stream) if stream.remote_id == remote_id => {
                 self.transmit(Packet::new(A_OKAY, local_id, remote_id, Vec::new()));
+                // Shell stdin (v2 ids 0 and 4) is not needed by any command: dropped.
+                self.on_stream_data(local_id, payload);
             }
             _ => tracing::debug!(local_id, remote_id, "WRTE for an unknown stream"),
         }
@@ -258,10 +351,68 @@ impl AdbSession {
         if let Some(stream) = self.streams.get(&local_id)
             && stream.remote_id == remote_id
         {
-            self.streams.remove(&local_id);
+            let kind = self.streams.remove(&local_id).map(|stream| stream.kind);
+            self.on_stream_closed(local_id, kind);
         }
     }
+
+    /// Appends `bytes` to a device-to-host stream (framed as the stream needs) and sends what
+    /// flow control allows. Unknown streams are ignored (the host may have closed them).
+    pub fn write_stream(&mut self, local_id: u32, bytes: &[u8]) {
+        let Some(stream) = self.streams.get_mut(&local_id) else {
+            return;
+        };
+        if stream.sent > 0 {
+            stream.pending.drain(..stream.sent);
+            stream.sent = 0;
+        }
+        match stream.framing {
+            Framing::Raw => stream.pending.extend_from_slice(bytes),
+            Framing::ShellV2 => {
+                for chunk in bytes.chunks(64 * 1024) {
+                    stream.pending.push(crate::adb_service::SHELL_STDOUT);
+                    stream
+                        .pending
+                        .extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+                    stream.pending.extend_from_slice(chunk);
+                }
+            }
+        }
+        self.pump(local_id);
+    }
+
+    /// Ends a stream once its pending bytes are delivered; shell v2 streams get `exit_code`
+    /// (and `stderr` first, if any).
+    pub fn finish_stream(&mut self, local_id: u32, stderr: &[u8], exit_code: u8) {
+        let Some(stream) = self.streams.get_mut(&local_id) else {
+            return;
+        };
+        if stream.framing == Framing::ShellV2 {
+            let outcome = crate::shell::ShellOutcome {
+                stderr: stderr.to_vec(),
+                exit_code,
+                ..Default::default()
+            };
+            stream
+                .pending
+                .extend(crate::adb_service::shell_v2_bytes(&outcome));
+        } else {
+            stream.pending.extend_from_slice(stderr);
+        }
+        stream.close_when_drained = true;
+        self.pump(local_id);
+    }
+
+    /// Bytes written to `local_id` and not yet sent; `None` once the stream is gone.
+    pub fn backlog(&self, local_id: u32) -> Option<usize> {
+        self.streams
+            .get(&local_id)
+            .map(|stream| stream.pending.len() - stream.sent)
+    }
 }
+
+#[path = "adb_session_streams.rs"]
+mod streams;
 
 #[cfg(test)]
 #[path = "adb_session_tests.rs"]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::adb_packet::{A_SYNC, AUTH_RSAPUBLICKEY};
+use crate::scrcpy_control::ControlMessage;
 
 fn session(authorized: bool) -> AdbSession {
     AdbSession::new(Arc::new(DeviceProfile::generate("SIM-7", 0)), authorized)
@@ -171,7 +172,7 @@ fn big_outputs_use_256k_chunks() {
 fn unsupported_services_are_refused_and_unknown_packets_ignored() {
     let mut session = session(true);
     connect(&mut session, 1 << 20);
-    for service in ["sync:", "localabstract:scrcpy", "reboot:"] {
+    for service in ["localabstract:scrcpy_00000001", "reboot:"] {
         open(&mut session, 4, service);
         assert_eq!(
             drain(&mut session).0,
@@ -209,4 +210,156 @@ fn concurrent_streams_get_distinct_ids() {
     assert_eq!(okays.len(), 2);
     assert_ne!(okays[0].arg0, okays[1].arg0);
     assert_eq!(events.len(), 2);
+}
+
+/// Reads what the device sent on `remote_id` so far, acknowledging each WRTE.
+fn take_written(session: &mut AdbSession, remote_id: u32) -> (Vec<u8>, bool, Vec<SessionEvent>) {
+    let mut data = Vec::new();
+    let mut closed = false;
+    let mut all_events = Vec::new();
+    loop {
+        let (packets, events) = drain(session);
+        all_events.extend(events);
+        if packets.is_empty() {
+            return (data, closed, all_events);
+        }
+        for packet in packets {
+            if packet.arg1 != remote_id {
+                continue;
+            }
+            match packet.command {
+                A_WRTE => {
+                    data.extend_from_slice(&packet.payload);
+                    session.handle_packet(Packet::new(A_OKAY, remote_id, packet.arg0, Vec::new()));
+                }
+                A_CLSE => closed = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn local_id_of(session: &mut AdbSession, remote_id: u32, service: &str) -> u32 {
+    open(session, remote_id, service);
+    let (packets, _) = drain(session);
+    let okay = packets
+        .iter()
+        .find(|p| p.command == A_OKAY && p.arg1 == remote_id)
+        .unwrap_or_else(|| panic!("{service} refused: {packets:?}"));
+    let local = okay.arg0;
+    // Whatever else came (e.g. a dummy byte) is sent again by the next pump: nothing is lost,
+    // the WRTE is still awaiting its OKAY.
+    for packet in packets.iter().filter(|p| p.command == A_WRTE) {
+        session.handle_packet(Packet::new(A_OKAY, remote_id, packet.arg0, Vec::new()));
+    }
+    local
+}
+
+#[test]
+fn push_then_scrcpy_server_sockets_and_control() {
+    let mut session = session(true);
+    connect(&mut session, 1 << 20);
+    let start = "shell,v2,raw:CLASSPATH=/data/local/tmp/scrcpy-server.jar app_process / \
+        com.genymobile.scrcpy.Server 3.3.4 scid=0000abcd tunnel_forward=true audio=false \
+        control=true max_size=1280";
+    // Without the jar the server exits 1 with an error on stderr.
+    open(&mut session, 1, start);
+    let (bytes, closed, _) = take_written(&mut session, 1);
+    assert!(closed);
+    assert_eq!(bytes[0], 2, "stderr first: {bytes:?}");
+    assert!(bytes.ends_with(&[3, 1, 0, 0, 0, 1]));
+
+    let sync = local_id_of(&mut session, 2, "sync:");
+    let mut push = b"SEND".to_vec();
+    let path = b"/data/local/tmp/scrcpy-server.jar,33188";
+    push.extend((path.len() as u32).to_le_bytes());
+    push.extend(path);
+    push.extend(b"DATA\x03\0\0\0jar");
+    push.extend(b"DONE\0\0\0\0");
+    session.handle_packet(Packet::new(A_WRTE, 2, sync, push));
+    let (reply, _, _) = take_written(&mut session, 2);
+    assert_eq!(reply, b"OKAY\0\0\0\0");
+
+    open(&mut session, 3, start);
+    let (log, closed, _) = take_written(&mut session, 3);
+    assert!(!closed);
+    assert!(
+        String::from_utf8_lossy(&log)
+            .contains("[server] INFO: Device: [Google] Pixel 7 (Android 14)")
+    );
+
+    open(&mut session, 4, "localabstract:scrcpy_0000abcd");
+    let (dummy, _, events) = take_written(&mut session, 4);
+    assert_eq!(dummy, vec![0]);
+    assert!(events.is_empty());
+    let video = session
+        .streams
+        .iter()
+        .find(|(_, s)| s.remote_id == 4)
+        .map(|(id, _)| *id)
+        .expect("video");
+    open(&mut session, 5, "localabstract:scrcpy_0000abcd");
+    let (_, _, events) = take_written(&mut session, 5);
+    let control = session
+        .streams
+        .iter()
+        .find(|(_, s)| s.remote_id == 5)
+        .map(|(id, _)| *id)
+        .expect("control");
+    assert!(matches!(
+        &events[..],
+        [SessionEvent::CaptureRequested { stream, capture: CaptureKind::Scrcpy { control_stream: Some(c), .. } }]
+            if *stream == video && *c == control
+    ));
+    // A third socket is refused.
+    open(&mut session, 6, "localabstract:scrcpy_0000abcd");
+    assert_eq!(
+        drain(&mut session).0,
+        vec![Packet::new(A_CLSE, 0, 6, Vec::new())]
+    );
+
+    session.handle_packet(Packet::new(A_WRTE, 5, control, vec![11, 17]));
+    let (_, events) = drain(&mut session);
+    assert_eq!(
+        events,
+        vec![
+            SessionEvent::Control {
+                stream: video,
+                message: ControlMessage::RotateDevice
+            },
+            SessionEvent::Control {
+                stream: video,
+                message: ControlMessage::ResetVideo
+            },
+        ]
+    );
+    // Garbage closes the control socket only.
+    session.handle_packet(Packet::new(A_WRTE, 5, control, vec![200]));
+    let (packets, _) = drain(&mut session);
+    assert!(packets.contains(&Packet::new(A_CLSE, control, 5, Vec::new())));
+    // Closing the video socket stops the capture and ends the server's shell with exit 0.
+    session.handle_packet(Packet::new(A_CLSE, 4, video, Vec::new()));
+    let (bytes, closed, events) = take_written(&mut session, 3);
+    assert!(closed && bytes.ends_with(&[3, 1, 0, 0, 0, 0]));
+    assert_eq!(events, vec![SessionEvent::CaptureStopped { stream: video }]);
+}
+
+#[test]
+fn screenrecord_streams_until_the_capture_ends() {
+    let mut session = session(true);
+    connect(&mut session, 1 << 20);
+    let stream = local_id_of(
+        &mut session,
+        1,
+        "exec:screenrecord --output-format=h264 --time-limit 1 -",
+    );
+    session.write_stream(stream, b"h264 bytes");
+    let (bytes, closed, _) = take_written(&mut session, 1);
+    assert_eq!((bytes.as_slice(), closed), (&b"h264 bytes"[..], false));
+    session.end_capture(stream);
+    let (_, closed, _) = take_written(&mut session, 1);
+    assert!(closed);
+    open(&mut session, 2, "exec:screenrecord /sdcard/a.mp4");
+    let (bytes, closed, _) = take_written(&mut session, 2);
+    assert!(closed && String::from_utf8_lossy(&bytes).contains("only streams"));
 }

@@ -1,7 +1,8 @@
 //! The HTTP JSON control interface tests use to inspect and manipulate simulated devices.
 //!
 //! `GET /devices`, `POST /devices/{serial}/unplug|replug|unauthorize|authorize`,
-//! `GET /devices/{serial}/input`, `GET /devices/{serial}/commands`.
+//! `GET /devices/{serial}/input`, `GET /devices/{serial}/commands`,
+//! `GET /devices/{serial}/app` (the launcher app's state), `GET /devices/{serial}/app/layout`.
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub fn router(devices: Devices) -> Router {
         .route("/devices/{serial}/authorize", post(authorize))
         .route("/devices/{serial}/input", get(input))
         .route("/devices/{serial}/commands", get(commands))
+        .route("/devices/{serial}/app", get(app))
+        .route("/devices/{serial}/app/layout", get(app_layout))
         .fallback(|| async {
             ApiError(SimError::UnknownDevice(String::new())).with_status(StatusCode::NOT_FOUND)
         })
@@ -129,4 +132,20 @@ async fn commands(
 ) -> Result<Response, ApiError> {
     let device = find(&devices, &serial)?;
     Ok(Json(device.shell_commands().await?).into_response())
+}
+
+async fn app(
+    State(devices): State<Devices>,
+    Path(serial): Path<String>,
+) -> Result<Response, ApiError> {
+    let device = find(&devices, &serial)?;
+    Ok(Json(device.app().await?).into_response())
+}
+
+async fn app_layout(
+    State(devices): State<Devices>,
+    Path(serial): Path<String>,
+) -> Result<Response, ApiError> {
+    let device = find(&devices, &serial)?;
+    Ok(Json(device.app_layout().await?).into_response())
 }

@@ -1,6 +1,6 @@
 //! One simulated device as a task owning its listener, connections and records, and its handle.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +14,14 @@ use tracing::Instrument;
 
 use crate::adb_host::{self, Wanted};
 use crate::adb_session::SessionEvent;
+use crate::capture::CaptureInput;
 use crate::connection::{ConnectionId, serve_connection};
+use crate::device_context::DeviceContext;
+pub use crate::device_events::{AppSnapshot, DeviceEvent};
 use crate::device_profile::DeviceProfile;
 use crate::error::SimError;
 use crate::input_command::InputEvent;
+use crate::launcher_app::{LauncherApp, Layout};
 
 /// How long replug, authorize and unauthorize wait for the adb server to agree.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,6 +75,8 @@ enum Command {
     SetAuthorized(bool, oneshot::Sender<Result<(), SimError>>),
     Input(oneshot::Sender<Vec<InputEvent>>),
     Commands(oneshot::Sender<Vec<String>>),
+    App(oneshot::Sender<AppSnapshot>),
+    Layout(oneshot::Sender<Layout>),
 }
 
 /// Talks to a device's task. Cheap to clone; the task stops when every handle is dropped.
@@ -89,6 +95,7 @@ impl DeviceHandle {
         listener: TcpListener,
         adb_server: SocketAddr,
         attach: AttachMode,
+        fps: u32,
     ) -> Result<Self, SimError> {
         let port = listener
             .local_addr()
@@ -96,8 +103,12 @@ impl DeviceHandle {
             .port();
         let profile = Arc::new(profile);
         let (commands, command_rx) = mpsc::channel(16);
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel::<DeviceEvent>();
+        let app = LauncherApp::new(profile.screen_width, profile.screen_height);
         let task = DeviceTask {
+            context: Arc::new(DeviceContext::new(profile.clone(), fps)),
+            app: Arc::new(app),
+            captures: HashMap::new(),
             profile: profile.clone(),
             adb_server,
             attach,
@@ -184,9 +195,23 @@ impl DeviceHandle {
     pub async fn shell_commands(&self) -> Result<Vec<String>, SimError> {
         self.ask(Command::Commands).await
     }
+
+    /// The launcher app's state.
+    pub async fn app(&self) -> Result<AppSnapshot, SimError> {
+        self.ask(Command::App).await
+    }
+
+    /// Where the app's buttons, text field and list are now.
+    pub async fn app_layout(&self) -> Result<Layout, SimError> {
+        self.ask(Command::Layout).await
+    }
 }
 
 struct DeviceTask {
+    context: Arc<DeviceContext>,
+    /// The app; captures get a snapshot after every change.
+    app: Arc<LauncherApp>,
+    captures: HashMap<u64, std::sync::mpsc::Sender<CaptureInput>>,
     profile: Arc<DeviceProfile>,
     adb_server: SocketAddr,
     attach: AttachMode,
@@ -198,7 +223,7 @@ struct DeviceTask {
     next_connection: ConnectionId,
     inputs: Vec<InputEvent>,
     commands: Vec<String>,
-    events_tx: mpsc::UnboundedSender<(ConnectionId, SessionEvent)>,
+    events_tx: mpsc::UnboundedSender<DeviceEvent>,
 }
 
 impl DeviceTask {
@@ -206,7 +231,7 @@ impl DeviceTask {
         mut self,
         listener: TcpListener,
         mut command_rx: mpsc::Receiver<Command>,
-        mut events_rx: mpsc::UnboundedReceiver<(ConnectionId, SessionEvent)>,
+        mut events_rx: mpsc::UnboundedReceiver<DeviceEvent>,
     ) {
         let mut listener = Some(listener);
         let mut connections: JoinSet<ConnectionId> = JoinSet::new();
@@ -223,12 +248,12 @@ impl DeviceTask {
                         self.next_connection += 1;
                         tracing::info!(%peer, connection = id, authorized = self.authorized, "host connected");
                         connections.spawn(serve_connection(
-                            stream, id, self.profile.clone(), self.authorized, self.events_tx.clone(),
+                            stream, id, self.context.clone(), self.authorized, self.events_tx.clone(),
                         ));
                     }
                     Err(error) => tracing::warn!(%error, "accept failed"),
                 },
-                Some((id, event)) = events_rx.recv() => self.record(id, event),
+                Some(event) = events_rx.recv() => self.on_event(event),
                 Some(ended) = connections.join_next(), if !connections.is_empty() => {
                     if let Ok(id) = ended {
                         self.online.remove(&id);
@@ -239,18 +264,49 @@ impl DeviceTask {
         tracing::debug!("device task stopped");
     }
 
-    fn record(&mut self, id: ConnectionId, event: SessionEvent) {
+    fn on_event(&mut self, event: DeviceEvent) {
         match event {
-            SessionEvent::Online => {
+            DeviceEvent::Session(id, SessionEvent::Online) => {
                 self.online.insert(id);
             }
-            SessionEvent::AuthRequested => {}
-            SessionEvent::CommandRan { command, input } => {
+            DeviceEvent::Session(_, SessionEvent::CommandRan { command, input }) => {
                 tracing::info!(%command, "command");
                 self.commands.push(command);
-                self.inputs.extend(input);
+                for event in input {
+                    self.input(event);
+                }
+            }
+            DeviceEvent::Session(..) => {}
+            DeviceEvent::Input(event) => self.input(event),
+            DeviceEvent::CaptureOpened { id, inputs } => {
+                if inputs.send(CaptureInput::App(self.app.clone())).is_ok() {
+                    self.captures.insert(id, inputs);
+                }
+            }
+            DeviceEvent::CaptureClosed { id } => {
+                self.captures.remove(&id);
             }
         }
+    }
+
+    /// Records an input event and lets the app act on it.
+    fn input(&mut self, event: InputEvent) {
+        tracing::debug!(?event, "input");
+        let changed = Arc::make_mut(&mut self.app).apply(&event);
+        self.inputs.push(event);
+        if changed {
+            let app = self.app.clone();
+            self.captures
+                .retain(|_, capture| capture.send(CaptureInput::App(app.clone())).is_ok());
+        }
+    }
+
+    fn app_snapshot(&self) -> AppSnapshot {
+        let frames = self
+            .context
+            .frames
+            .load(std::sync::atomic::Ordering::Relaxed);
+        AppSnapshot::new(&self.app, frames, self.captures.len())
     }
 
     fn state(&self, listening: bool) -> DeviceState {
@@ -295,6 +351,12 @@ impl DeviceTask {
             }
             Command::Commands(reply) => {
                 let _ = reply.send(self.commands.clone());
+            }
+            Command::App(reply) => {
+                let _ = reply.send(self.app_snapshot());
+            }
+            Command::Layout(reply) => {
+                let _ = reply.send(self.app.layout().clone());
             }
             Command::Unplug(reply) => {
                 tracing::info!("unplug");

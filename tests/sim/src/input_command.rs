@@ -17,12 +17,53 @@ pub enum InputEvent {
         y2: i64,
         duration_ms: Option<u64>,
     },
+    /// `input keyevent` (a whole press, no `action`) or an injected key with its action.
     Key {
         code: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        action: Option<PressAction>,
     },
     Text {
         text: String,
     },
+    /// A scrcpy touch, in screen coordinates of the current rotation.
+    Touch {
+        action: TouchAction,
+        pointer: u64,
+        x: i64,
+        y: i64,
+    },
+    /// A scrcpy scroll in screen coordinates; `hscroll`/`vscroll` as sent (i16 fixed point, 16 units).
+    Scroll {
+        x: i64,
+        y: i64,
+        hscroll: i16,
+        vscroll: i16,
+    },
+    /// The device turns by 90 degrees.
+    Rotate,
+    /// The clipboard was set (and pasted when `paste`).
+    Clipboard {
+        text: String,
+        paste: bool,
+    },
+}
+
+/// Key and button press actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PressAction {
+    Down,
+    Up,
+}
+
+/// Touch actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TouchAction {
+    Down,
+    Up,
+    Move,
 }
 
 /// The usage text `input` prints on stderr for bad arguments.
@@ -100,7 +141,7 @@ pub fn parse_input(args: &[String]) -> Result<Vec<InputEvent>, InputUsageError> 
                 .into_iter()
                 .map(|name| {
                     key_code(name)
-                        .map(|code| InputEvent::Key { code })
+                        .map(|code| InputEvent::Key { code, action: None })
                         .ok_or(InputUsageError)
                 })
                 .collect()
@@ -203,11 +244,26 @@ mod tests {
         assert_eq!(
             parse("keyevent KEYCODE_HOME 4 ENTER A KEYCODE_0"),
             Ok(vec![
-                InputEvent::Key { code: 3 },
-                InputEvent::Key { code: 4 },
-                InputEvent::Key { code: 66 },
-                InputEvent::Key { code: 29 },
-                InputEvent::Key { code: 7 },
+                InputEvent::Key {
+                    code: 3,
+                    action: None
+                },
+                InputEvent::Key {
+                    code: 4,
+                    action: None
+                },
+                InputEvent::Key {
+                    code: 66,
+                    action: None
+                },
+                InputEvent::Key {
+                    code: 29,
+                    action: None
+                },
+                InputEvent::Key {
+                    code: 7,
+                    action: None
+                },
             ])
         );
         assert_eq!(
@@ -236,7 +292,11 @@ mod tests {
 
     #[test]
     fn serializes_with_kind_tags() {
-        let json = serde_json::to_string(&InputEvent::Key { code: 3 }).expect("serializable");
+        let json = serde_json::to_string(&InputEvent::Key {
+            code: 3,
+            action: None,
+        })
+        .expect("serializable");
         assert_eq!(json, r#"{"kind":"key","code":3}"#);
     }
 }

@@ -31,6 +31,26 @@ struct Args {
     /// Seconds to wait for every device to show as `device`.
     #[arg(long, default_value_t = 30)]
     ready_timeout: u64,
+    /// Screen size WxH for every device (default: each profile's own, e.g. 1080x2400).
+    #[arg(long, value_parser = parse_screen)]
+    screen: Option<(u32, u32)>,
+    /// Clock frames per second while a capture runs (0 = frames only when the screen changes).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=60))]
+    fps: u32,
+}
+
+/// `WxH` with both sides in 16..=4096 (openh264's limits are wider; these keep tests sane).
+fn parse_screen(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WxH, e.g. 1080x2400, got {text:?}"))?;
+    let side = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|v| (16..=4096).contains(v))
+            .ok_or_else(|| format!("screen sides must be integers in 16..=4096, got {text:?}"))
+    };
+    Ok((side(w)?, side(h)?))
 }
 
 #[tokio::main]
@@ -55,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
         attach: args.attach,
         control: args.control,
         ready_timeout: Duration::from_secs(args.ready_timeout),
+        screen: args.screen,
+        fps: args.fps,
     };
     let simulator = Simulator::start(config)
         .await

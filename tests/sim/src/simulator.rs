@@ -26,6 +26,10 @@ pub struct SimulatorConfig {
     pub control: SocketAddr,
     /// How long [`Simulator::start`] waits for every device to show as `device`.
     pub ready_timeout: Duration,
+    /// Screen size for every device (`None`: each profile's own).
+    pub screen: Option<(u32, u32)>,
+    /// Clock frames per second while a capture runs (0 = frames only when the screen changes).
+    pub fps: u32,
 }
 
 impl SimulatorConfig {
@@ -37,6 +41,8 @@ impl SimulatorConfig {
             attach: AttachMode::Emulator,
             control: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ready_timeout: Duration::from_secs(30),
+            screen: None,
+            fps: crate::device_context::DEFAULT_FPS,
         }
     }
 }
@@ -88,12 +94,17 @@ impl Simulator {
             let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .await
                 .map_err(SimError::io("binding a device listener on 127.0.0.1"))?;
-            let profile = DeviceProfile::generate(&serial_prefix, index);
+            let mut profile = DeviceProfile::generate(&serial_prefix, index);
+            if let Some((width, height)) = config.screen {
+                profile.screen_width = width;
+                profile.screen_height = height;
+            }
             devices.push(DeviceHandle::spawn(
                 profile,
                 listener,
                 config.adb_server,
                 config.attach,
+                config.fps,
             )?);
         }
         let devices = Arc::new(devices);
