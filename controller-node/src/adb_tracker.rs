@@ -7,8 +7,8 @@
 //! `-P PORT`, so it would start a second server on 5037 when the node is configured for
 //! another port). Its `track_devices` also reports devices one by one, so an empty list
 //! (every device unplugged) is never seen. The track-devices framing is small, so it is
-//! spoken directly on tokio; `ADBServerDevice` (which never starts a server) runs the shell
-//! commands.
+//! spoken directly on tokio (framing in [`crate::adb_host`]); `ADBServerDevice` (which never
+//! starts a server) runs the shell commands.
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -17,56 +17,16 @@ use std::time::{Duration, Instant};
 use adb_client::ADBDeviceExt;
 use adb_client::server_device::ADBServerDevice;
 use futures::future::BoxFuture;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+pub use crate::adb_host::{AdbError, parse_hex_length, start_server_hint};
+use crate::adb_host::{read_frame, send_host_request};
 use crate::backoff::{Backoff, random_jitter};
 use crate::device_props::{DeviceProps, PropQuery, apply_output};
 use crate::devices::{AdbEntry, ConnState, DeviceSetHandle, PropsFetcher};
 
-/// The largest track-devices frame accepted (a list of hundreds of devices is a few KiB).
-const MAX_FRAME: usize = 1 << 20;
-/// How long connecting to the adb server may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the list is re-read while a device is offline or unauthorized.
 const SETTLE_RECHECK: Duration = Duration::from_secs(1);
-
-/// What went wrong talking to the adb server.
-#[derive(Debug, thiserror::Error)]
-pub enum AdbError {
-    #[error("adb server not reachable at {addr}: start it with `{hint}` ({source})")]
-    Unreachable {
-        addr: SocketAddrV4,
-        hint: String,
-        source: std::io::Error,
-    },
-    #[error("adb server at {addr} refused `{request}`: {message}")]
-    Refused {
-        addr: SocketAddrV4,
-        request: String,
-        message: String,
-    },
-    #[error("adb server connection lost: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("adb server sent something unexpected: {0}")]
-    Protocol(String),
-}
-
-/// The command that starts an adb server on `addr`'s port.
-pub fn start_server_hint(addr: SocketAddrV4) -> String {
-    if addr.port() == 5037 {
-        "adb start-server".to_string()
-    } else {
-        format!("adb -P {} start-server", addr.port())
-    }
-}
-
-/// Parses the 4 hex digits that prefix every adb host-protocol payload.
-pub fn parse_hex_length(prefix: [u8; 4]) -> Option<usize> {
-    let text = std::str::from_utf8(&prefix).ok()?;
-    usize::from_str_radix(text, 16).ok()
-}
 
 /// Parses one track-devices (or `host:devices`) payload: lines of `SERIAL<TAB>STATE`.
 /// Lines that do not have that shape are skipped; nothing here panics.
@@ -137,15 +97,7 @@ async fn track_devices(
     devices: &DeviceSetHandle,
     tracking: &mut bool,
 ) -> Result<(), AdbError> {
-    let unreachable = |source| AdbError::Unreachable {
-        addr,
-        hint: start_server_hint(addr),
-        source,
-    };
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| unreachable(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(unreachable)?;
+    let mut stream = crate::adb_host::connect(addr).await?;
     send_host_request(&mut stream, addr, "host:track-devices").await?;
     *tracking = true;
     tracing::info!(adb_server = %addr, "tracking devices on the adb server");
@@ -178,57 +130,9 @@ async fn track_devices(
 
 /// One `host:devices` on a connection of its own.
 async fn list_devices_once(addr: SocketAddrV4) -> Result<Vec<AdbEntry>, AdbError> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| AdbError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let mut stream = crate::adb_host::connect(addr).await?;
     send_host_request(&mut stream, addr, "host:devices").await?;
     Ok(parse_device_list(&read_frame(&mut stream).await?))
-}
-
-/// Sends one host request and reads its OKAY (or FAIL with a message).
-async fn send_host_request(
-    stream: &mut TcpStream,
-    addr: SocketAddrV4,
-    request: &str,
-) -> Result<(), AdbError> {
-    stream
-        .write_all(format!("{:04x}{request}", request.len()).as_bytes())
-        .await?;
-    let mut status = [0u8; 4];
-    stream.read_exact(&mut status).await?;
-    match &status {
-        b"OKAY" => Ok(()),
-        b"FAIL" => {
-            let message = read_frame(stream).await?;
-            Err(AdbError::Refused {
-                addr,
-                request: request.to_string(),
-                message: String::from_utf8_lossy(&message).into_owned(),
-            })
-        }
-        other => Err(AdbError::Protocol(format!(
-            "status {:?} instead of OKAY",
-            String::from_utf8_lossy(other)
-        ))),
-    }
-}
-
-/// Reads one length-prefixed payload.
-async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, AdbError> {
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).await?;
-    let length = parse_hex_length(prefix).ok_or_else(|| {
-        AdbError::Protocol(format!(
-            "bad length prefix {:?}",
-            String::from_utf8_lossy(&prefix)
-        ))
-    })?;
-    if length > MAX_FRAME {
-        return Err(AdbError::Protocol(format!("frame of {length} bytes")));
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(body)
 }
 
 /// Reads device properties through the adb server with adb_client's blocking client.
@@ -286,15 +190,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_lengths() {
-        assert_eq!(parse_hex_length(*b"0000"), Some(0));
-        assert_eq!(parse_hex_length(*b"001a"), Some(26));
-        assert_eq!(parse_hex_length(*b"FFFF"), Some(65535));
-        assert_eq!(parse_hex_length(*b"zzzz"), None);
-        assert_eq!(parse_hex_length(*b"\xff\xff\xff\xff"), None);
-    }
-
-    #[test]
     fn device_lists() {
         let body = b"emulator-5554\tdevice\n127.0.0.1:5556\toffline\nR58M1234ABC\tunauthorized\nX\tno permissions (user in plugdev group); see [http://developer.android.com/tools/device.html]\n";
         assert_eq!(
@@ -322,17 +217,5 @@ mod tests {
         assert!(parse_device_list(b"\n\n").is_empty());
         assert!(parse_device_list(b"no tab here\n\tdevice\n\xff\xfe\n").is_empty());
         assert_eq!(parse_device_list(b"a\tdevice\r\n").len(), 1);
-    }
-
-    #[test]
-    fn hints_name_the_configured_port() {
-        assert_eq!(
-            start_server_hint("127.0.0.1:5037".parse().expect("literal")),
-            "adb start-server"
-        );
-        assert_eq!(
-            start_server_hint("127.0.0.1:15037".parse().expect("literal")),
-            "adb -P 15037 start-server"
-        );
     }
 }

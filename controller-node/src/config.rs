@@ -1,9 +1,13 @@
 //! The node's configuration: command-line flags and environment, validated before anything starts.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::capture::CaptureConfig;
 
 /// The farm controller node: finds Android devices through the local adb server and USB,
 /// and keeps one outbound gRPC stream to the broker.
@@ -58,6 +62,38 @@ pub struct Cli {
         default_value_t = 1000
     )]
     pub heartbeat_ms: u64,
+
+    /// The scrcpy server jar (scrcpy-server-vX.Y.Z from the scrcpy release) pushed to devices
+    /// for live sessions; without it the node falls back to `screenrecord` and `input`.
+    #[arg(long, env = "FARM_SCRCPY_SERVER", value_name = "PATH")]
+    pub scrcpy_server: Option<PathBuf>,
+
+    /// The version of that jar (the server refuses to start under another version).
+    #[arg(
+        long,
+        env = "FARM_SCRCPY_VERSION",
+        value_name = "VERSION",
+        default_value = "3.3.4"
+    )]
+    pub scrcpy_version: String,
+
+    /// The longest side of live video, in pixels (0 = the device's own size; else 128..=4096).
+    #[arg(
+        long,
+        env = "FARM_MAX_VIDEO_SIZE",
+        value_name = "PIXELS",
+        default_value_t = 1280
+    )]
+    pub max_video_size: u32,
+
+    /// The address live sessions (WebRTC) bind and advertise as ICE host candidates
+    /// [default: the address the node uses to reach the broker; 127.0.0.1 for a loopback broker].
+    #[arg(long, env = "FARM_WEBRTC_IP", value_name = "IP")]
+    pub webrtc_ip: Option<String>,
+
+    /// The UDP ports live sessions use, one per session, e.g. 50000-50100 [default: any].
+    #[arg(long, env = "FARM_WEBRTC_PORTS", value_name = "MIN-MAX")]
+    pub webrtc_ports: Option<String>,
 }
 
 /// A validated configuration.
@@ -74,6 +110,12 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How long reading one device's properties may take before it counts as failed.
     pub device_props_timeout: Duration,
+    /// Screen capture for live sessions.
+    pub capture: CaptureConfig,
+    /// Where live sessions bind; `None`: derived from the broker address at start.
+    pub webrtc_ip: Option<IpAddr>,
+    /// The UDP ports for live sessions; `None`: ephemeral ports.
+    pub webrtc_ports: Option<RangeInclusive<u16>>,
 }
 
 /// Why a configuration was refused; each message says what to change.
@@ -95,6 +137,22 @@ pub enum ConfigError {
     BadAdbServer(String),
     #[error("--heartbeat-ms {0} is out of range: use 100 to 60000")]
     BadHeartbeat(u64),
+    #[error(
+        "--scrcpy-server {0:?} is not a readable file: pass the scrcpy-server jar of a scrcpy release"
+    )]
+    BadScrcpyServer(PathBuf),
+    #[error("--scrcpy-version {0:?} is not a version like 3.3.4")]
+    BadScrcpyVersion(String),
+    #[error("--max-video-size {0} is out of range: use 0 (the device's size) or 128 to 4096")]
+    BadMaxVideoSize(u32),
+    #[error(
+        "--webrtc-ip {0:?} is not usable: give the IP address of an interface browsers can reach (not 0.0.0.0)"
+    )]
+    BadWebrtcIp(String),
+    #[error(
+        "--webrtc-ports {0:?} is not usable: give a range like 50000-50100 (ports 1 to 65535, MIN <= MAX)"
+    )]
+    BadWebrtcPorts(String),
 }
 
 impl Config {
@@ -134,6 +192,7 @@ impl Config {
         if !(100..=60_000).contains(&cli.heartbeat_ms) {
             return Err(ConfigError::BadHeartbeat(cli.heartbeat_ms));
         }
+        let capture = validate_capture(cli.scrcpy_server, cli.scrcpy_version, cli.max_video_size)?;
         Ok(Self {
             broker_url,
             token,
@@ -143,6 +202,13 @@ impl Config {
             adb_server,
             heartbeat_interval: Duration::from_millis(cli.heartbeat_ms),
             device_props_timeout: Duration::from_secs(10),
+            capture,
+            webrtc_ip: cli.webrtc_ip.as_deref().map(parse_webrtc_ip).transpose()?,
+            webrtc_ports: cli
+                .webrtc_ports
+                .as_deref()
+                .map(parse_port_range)
+                .transpose()?,
         })
     }
 }
@@ -162,6 +228,34 @@ fn validate_broker(url: &str) -> Result<String, ConfigError> {
         return Err(bad("no host"));
     }
     Ok(url.to_string())
+}
+
+fn validate_capture(
+    scrcpy_server: Option<PathBuf>,
+    scrcpy_version: String,
+    max_size: u32,
+) -> Result<CaptureConfig, ConfigError> {
+    if let Some(path) = &scrcpy_server
+        && std::fs::File::open(path).map_or(true, |f| f.metadata().map_or(true, |m| !m.is_file()))
+    {
+        return Err(ConfigError::BadScrcpyServer(path.clone()));
+    }
+    let version_ok = !scrcpy_version.is_empty()
+        && scrcpy_version.len() <= 32
+        && scrcpy_version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !version_ok {
+        return Err(ConfigError::BadScrcpyVersion(scrcpy_version));
+    }
+    if max_size != 0 && !(128..=4096).contains(&max_size) {
+        return Err(ConfigError::BadMaxVideoSize(max_size));
+    }
+    Ok(CaptureConfig {
+        scrcpy_server,
+        scrcpy_version,
+        max_size,
+    })
 }
 
 fn validate_name(flag: &'static str, value: String) -> Result<String, ConfigError> {
@@ -192,6 +286,24 @@ fn parse_adb_server(value: &str) -> Result<SocketAddrV4, ConfigError> {
     Ok(SocketAddrV4::new(ip, port))
 }
 
+fn parse_webrtc_ip(value: &str) -> Result<IpAddr, ConfigError> {
+    match value.trim().parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => Ok(ip),
+        _ => Err(ConfigError::BadWebrtcIp(value.to_string())),
+    }
+}
+
+fn parse_port_range(value: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    let bad = || ConfigError::BadWebrtcPorts(value.to_string());
+    let (min, max) = value.split_once('-').ok_or_else(bad)?;
+    let min: u16 = min.trim().parse().map_err(|_| bad())?;
+    let max: u16 = max.trim().parse().map_err(|_| bad())?;
+    if min == 0 || min > max {
+        return Err(bad());
+    }
+    Ok(min..=max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,9 +323,49 @@ mod tests {
         assert_eq!(config.hostname, "rack-7.example.org");
         assert_eq!(
             config.adb_server,
-            "127.0.0.1:5037".parse().expect("literal")
+            "127.0.0.1:5037".parse::<SocketAddrV4>().expect("literal")
         );
         assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(config.capture, CaptureConfig::default());
+    }
+
+    #[test]
+    fn capture_flags() {
+        let jar = tempfile::NamedTempFile::new().expect("temp file");
+        let path = jar.path().to_string_lossy().into_owned();
+        let config = parse(&[
+            "--token",
+            "t",
+            "--scrcpy-server",
+            &path,
+            "--scrcpy-version",
+            "3.3.1",
+            "--max-video-size",
+            "0",
+        ])
+        .expect("valid");
+        assert_eq!(config.capture.scrcpy_server.as_deref(), Some(jar.path()));
+        assert_eq!(config.capture.scrcpy_version, "3.3.1");
+        assert_eq!(config.capture.max_size, 0);
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--token", "t", "--scrcpy-server", "/nonexistent/x.jar"],
+                "--scrcpy-server",
+            ),
+            (&["--token", "t", "--scrcpy-server", "/"], "--scrcpy-server"),
+            (
+                &["--token", "t", "--scrcpy-version", "3 3"],
+                "--scrcpy-version",
+            ),
+            (
+                &["--token", "t", "--max-video-size", "64"],
+                "--max-video-size",
+            ),
+        ];
+        for (args, needle) in cases {
+            let error = parse(args).expect_err("invalid").to_string();
+            assert!(error.contains(needle), "{args:?}: {error}");
+        }
     }
 
     #[test]
@@ -237,7 +389,7 @@ mod tests {
         assert_eq!(config.node_id, "node_a");
         assert_eq!(
             config.adb_server,
-            "127.0.0.1:15037".parse().expect("literal")
+            "127.0.0.1:15037".parse::<SocketAddrV4>().expect("literal")
         );
         assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
     }
@@ -270,5 +422,33 @@ mod tests {
         let cli = Cli::try_parse_from(["farm-node", "--token", "t"]).expect("parses");
         let error = Config::from_cli_with_hostname(cli, Err("boom".into())).expect_err("invalid");
         assert!(error.to_string().contains("--node-id"));
+    }
+
+    #[test]
+    fn webrtc_flags() {
+        let config = parse(&["--token", "t"]).expect("valid");
+        assert_eq!((config.webrtc_ip, config.webrtc_ports), (None, None));
+        let config = parse(&[
+            "--token",
+            "t",
+            "--webrtc-ip",
+            "10.1.2.3",
+            "--webrtc-ports",
+            "50000-50100",
+        ])
+        .expect("valid");
+        assert_eq!(config.webrtc_ip, Some(IpAddr::from([10, 1, 2, 3])));
+        assert_eq!(config.webrtc_ports, Some(50000..=50100));
+        for (flag, value) in [
+            ("--webrtc-ip", "0.0.0.0"),
+            ("--webrtc-ip", "host.example"),
+            ("--webrtc-ports", "5000"),
+            ("--webrtc-ports", "0-10"),
+            ("--webrtc-ports", "20-10"),
+            ("--webrtc-ports", "1-70000"),
+        ] {
+            let error = parse(&["--token", "t", flag, value]).expect_err(value);
+            assert!(error.to_string().contains(flag), "{error}");
+        }
     }
 }

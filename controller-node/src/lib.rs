@@ -3,18 +3,24 @@
 //!
 //! Tasks (each owns its state; they talk through channels):
 //! - `devices`: the device set, the one owner of what the node reports;
+//! - `adb_host`: the async adb host-protocol client (services as streams, `sync:` push);
+//! - `capture`: screen capture and input for live sessions (scrcpy, or screenrecord), one per device;
 //! - `adb_tracker`: follows `host:track-devices` and feeds the device set;
 //! - `host_metrics`: samples host metrics and USB for heartbeats;
 //! - `broker_link`: the `NodeService.Connect` stream, with reconnect and backoff;
-//! - `services`: live sessions and WebDriver slots, fed by broker commands the link routes to them.
+//! - `services`: live sessions and WebDriver slots, fed by broker commands the link routes to them;
+//! - `live`: the live-session (WebRTC) manager and its sessions, behind `services`.
 
+pub mod adb_host;
 pub mod adb_tracker;
 pub mod backoff;
 pub mod broker_link;
+pub mod capture;
 pub mod config;
 pub mod device_props;
 pub mod devices;
 pub mod host_metrics;
+pub mod live;
 pub mod services;
 pub mod usb;
 

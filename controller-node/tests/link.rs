@@ -141,6 +141,9 @@ fn config(broker_url: &str, token: &str, adb_server: SocketAddrV4) -> Config {
         adb_server,
         heartbeat_interval: Duration::from_millis(100),
         device_props_timeout: Duration::from_secs(2),
+        capture: Default::default(),
+        webrtc_ip: None,
+        webrtc_ports: None,
     }
 }
 
