@@ -1,42 +1,72 @@
 //! The node's services behind the broker link: live sessions (WebRTC) and WebDriver slots.
 //!
-//! The link routes `live`, `http_request` and `http_body` commands here and
-//! carries back what the services send. Until a service is configured, its
-//! commands get a clear refusal instead of silence.
+//! The link routes `live`, `http_request` and `http_body` commands here and carries back
+//! what the services send. Live signals go to the live-session manager ([`crate::live`]);
+//! WebDriver requests get a clear refusal until slots exist, instead of silence.
 
-use farm_proto::v1::{
-    HttpResponseHead, LiveEnd, LiveSignal, NodeMessage, SlotInventory, live_signal::Signal,
-    node_message::Msg,
-};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use farm_proto::v1::{HttpResponseHead, NodeMessage, SlotInventory, node_message::Msg};
 use tokio::sync::{mpsc, watch};
 
 use crate::broker_link::{LinkServices, ServiceCommand};
+use crate::capture::CaptureHub;
 use crate::config::Config;
 use crate::devices::DeviceSetHandle;
+use crate::live::{LiveConfig, default_webrtc_ip, spawn_live_service};
+
+/// Live signals waiting for the live-session manager.
+const LIVE_QUEUE: usize = 1024;
 
 /// Starts the services; returns the link's side of their channels and the task.
 pub fn spawn(
-    _config: &Config,
-    _devices: DeviceSetHandle,
+    config: &Config,
+    devices: DeviceSetHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> (LinkServices, tokio::task::JoinHandle<()>) {
     let (commands, mut command_rx) = mpsc::channel(1024);
     let (messages_tx, messages) = mpsc::channel(1024);
     let (slots_tx, slots) = watch::channel(SlotInventory::default());
-    let (connection, _connection_rx) = watch::channel(0);
+    let (connection, connection_rx) = watch::channel(0);
+
+    let (live_tx, live_rx) = mpsc::channel(LIVE_QUEUE);
+    let live = spawn_live_service(
+        live_config(config),
+        Arc::new(CaptureHub::new(config.adb_server, config.capture.clone())),
+        Arc::new(devices),
+        live_rx,
+        messages_tx.clone(),
+        connection_rx,
+        shutdown.clone(),
+    );
+
     let task = tokio::spawn(async move {
         let _slots = slots_tx;
         loop {
             let command = tokio::select! {
                 command = command_rx.recv() => match command {
                     Some(c) => c,
-                    None => return,
+                    None => break,
                 },
-                () = crate::wait_for_shutdown(&mut shutdown) => return,
+                () = crate::wait_for_shutdown(&mut shutdown) => break,
             };
-            if let Some(reply) = refuse(command) {
-                let _ = messages_tx.send(reply).await;
+            match command {
+                ServiceCommand::Live(signal) => {
+                    if live_tx.try_send(signal).is_err() {
+                        tracing::warn!("live-session manager is not keeping up; dropped a signal");
+                    }
+                }
+                other => {
+                    if let Some(reply) = refuse(other) {
+                        let _ = messages_tx.send(reply).await;
+                    }
+                }
             }
+        }
+        drop(live_tx);
+        if let Err(error) = live.await {
+            tracing::error!(%error, "the live-session manager failed");
         }
     });
     (
@@ -50,20 +80,25 @@ pub fn spawn(
     )
 }
 
+/// Where live sessions bind: `--webrtc-ip`, else the address that reaches the broker.
+fn live_config(config: &Config) -> LiveConfig {
+    let ip = match config.webrtc_ip {
+        Some(ip) => ip,
+        None => default_webrtc_ip(&config.broker_url).unwrap_or_else(|error| {
+            tracing::warn!(
+                %error,
+                "cannot tell which address browsers reach this node on; live sessions use 127.0.0.1 (pass --webrtc-ip)"
+            );
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }),
+    };
+    tracing::info!(webrtc_ip = %ip, webrtc_ports = ?config.webrtc_ports, "live sessions bind here");
+    LiveConfig::new(ip, config.webrtc_ports.clone())
+}
+
 /// The answer of a node that does not offer the service a command asks for.
 fn refuse(command: ServiceCommand) -> Option<NodeMessage> {
     match command {
-        ServiceCommand::Live(LiveSignal {
-            session_id,
-            signal: Some(Signal::Start(_)),
-        }) => Some(NodeMessage {
-            msg: Some(Msg::Live(LiveSignal {
-                session_id,
-                signal: Some(Signal::End(LiveEnd {
-                    reason: "this node does not offer live sessions".into(),
-                })),
-            })),
-        }),
         ServiceCommand::HttpRequest(head) => Some(NodeMessage {
             msg: Some(Msg::HttpResponse(HttpResponseHead {
                 stream_id: head.stream_id,

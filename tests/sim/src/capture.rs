@@ -220,8 +220,13 @@ impl Capture {
             frame_number,
             clock_ms: pts_us / 1000,
         };
+        let started = std::time::Instant::now();
         render(app, &mut running.frame, info);
-        let encoded = match running.encoder.encode(&running.frame, pts_us) {
+        let encoded = running.encoder.encode(&running.frame, pts_us);
+        self.context
+            .render_encode_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let encoded = match encoded {
             Ok(encoded) => encoded,
             Err(error) => {
                 tracing::error!(%error, "encoding failed");

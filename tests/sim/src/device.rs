@@ -306,7 +306,17 @@ impl DeviceTask {
             .context
             .frames
             .load(std::sync::atomic::Ordering::Relaxed);
-        AppSnapshot::new(&self.app, frames, self.captures.len())
+        let busy_us = self
+            .context
+            .render_encode_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut snapshot = AppSnapshot::new(&self.app, frames, self.captures.len());
+        snapshot.render_encode_ms_avg = if frames == 0 {
+            0.0
+        } else {
+            busy_us as f64 / 1000.0 / frames as f64
+        };
+        snapshot
     }
 
     fn state(&self, listening: bool) -> DeviceState {

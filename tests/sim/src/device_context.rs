@@ -17,6 +17,8 @@ pub struct DeviceContext {
     files: Mutex<FileStore>,
     /// Frames rendered by every capture so far.
     pub frames: AtomicU64,
+    /// Time spent rendering and encoding those frames, in microseconds (for the latency breakdown).
+    pub render_encode_us: AtomicU64,
     /// Clock frames per second while a capture runs (0 = frames only on change).
     pub fps: u32,
 }
@@ -27,6 +29,7 @@ impl DeviceContext {
             profile,
             files: Mutex::new(FileStore::new()),
             frames: AtomicU64::new(0),
+            render_encode_us: AtomicU64::new(0),
             fps,
         }
     }

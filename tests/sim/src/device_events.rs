@@ -27,7 +27,7 @@ pub enum DeviceEvent {
 }
 
 /// The launcher app's state as `GET /devices/{serial}/app` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AppSnapshot {
     pub buttons: BTreeMap<String, u64>,
     pub last_button: Option<String>,
@@ -45,6 +45,8 @@ pub struct AppSnapshot {
     /// The last key pressed ("HOME", "BACK", or the number).
     pub last_key: Option<String>,
     pub clipboard: String,
+    /// Average time to render and encode one frame so far, in milliseconds.
+    pub render_encode_ms_avg: f64,
 }
 
 impl AppSnapshot {
@@ -68,6 +70,7 @@ impl AppSnapshot {
             pointers: app.pointers().count(),
             last_key: app.last_key(),
             clipboard: app.clipboard().to_string(),
+            render_encode_ms_avg: 0.0,
         }
     }
 }
