@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::capture::CaptureConfig;
+use crate::webdriver::{WebDriverArgs, WebDriverConfig, WebDriverConfigError};
 
 /// The farm controller node: finds Android devices through the local adb server and USB,
 /// and keeps one outbound gRPC stream to the broker.
@@ -94,6 +95,10 @@ pub struct Cli {
     /// The UDP ports live sessions use, one per session, e.g. 50000-50100 [default: any].
     #[arg(long, env = "FARM_WEBRTC_PORTS", value_name = "MIN-MAX")]
     pub webrtc_ports: Option<String>,
+
+    /// WebDriver slots (see GRID_CONTRACTS.md).
+    #[command(flatten)]
+    pub webdriver: WebDriverArgs,
 }
 
 /// A validated configuration.
@@ -116,6 +121,8 @@ pub struct Config {
     pub webrtc_ip: Option<IpAddr>,
     /// The UDP ports for live sessions; `None`: ephemeral ports.
     pub webrtc_ports: Option<RangeInclusive<u16>>,
+    /// WebDriver slots (Appium per device, chromedriver).
+    pub webdriver: WebDriverConfig,
 }
 
 /// Why a configuration was refused; each message says what to change.
@@ -153,6 +160,8 @@ pub enum ConfigError {
         "--webrtc-ports {0:?} is not usable: give a range like 50000-50100 (ports 1 to 65535, MIN <= MAX)"
     )]
     BadWebrtcPorts(String),
+    #[error(transparent)]
+    WebDriver(#[from] WebDriverConfigError),
 }
 
 impl Config {
@@ -193,6 +202,7 @@ impl Config {
             return Err(ConfigError::BadHeartbeat(cli.heartbeat_ms));
         }
         let capture = validate_capture(cli.scrcpy_server, cli.scrcpy_version, cli.max_video_size)?;
+        let webdriver = WebDriverConfig::from_args(cli.webdriver)?;
         Ok(Self {
             broker_url,
             token,
@@ -209,6 +219,7 @@ impl Config {
                 .as_deref()
                 .map(parse_port_range)
                 .transpose()?,
+            webdriver,
         })
     }
 }

@@ -9,7 +9,8 @@
 //! - `host_metrics`: samples host metrics and USB for heartbeats;
 //! - `broker_link`: the `NodeService.Connect` stream, with reconnect and backoff;
 //! - `services`: live sessions and WebDriver slots, fed by broker commands the link routes to them;
-//! - `live`: the live-session (WebRTC) manager and its sessions, behind `services`.
+//! - `live`: the live-session (WebRTC) manager and its sessions, behind `services`;
+//! - `webdriver`: WebDriver slots (Appium per device, chromedriver) and the HTTP proxy to them, behind `services`.
 
 pub mod adb_host;
 pub mod adb_tracker;
@@ -23,6 +24,7 @@ pub mod host_metrics;
 pub mod live;
 pub mod services;
 pub mod usb;
+pub mod webdriver;
 
 use std::future::Future;
 

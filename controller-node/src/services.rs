@@ -2,12 +2,13 @@
 //!
 //! The link routes `live`, `http_request` and `http_body` commands here and carries back
 //! what the services send. Live signals go to the live-session manager ([`crate::live`]);
-//! WebDriver requests get a clear refusal until slots exist, instead of silence.
+//! WebDriver requests and bodies to the WebDriver service ([`crate::webdriver`]), which also
+//! owns the slot inventory the link announces.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use farm_proto::v1::{HttpResponseHead, NodeMessage, SlotInventory, node_message::Msg};
+use farm_proto::v1::SlotInventory;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker_link::{LinkServices, ServiceCommand};
@@ -15,6 +16,7 @@ use crate::capture::CaptureHub;
 use crate::config::Config;
 use crate::devices::DeviceSetHandle;
 use crate::live::{LiveConfig, default_webrtc_ip, spawn_live_service};
+use crate::webdriver::{WebDriverCommand, spawn_webdriver_service};
 
 /// Live signals waiting for the live-session manager.
 const LIVE_QUEUE: usize = 1024;
@@ -34,15 +36,22 @@ pub fn spawn(
     let live = spawn_live_service(
         live_config(config),
         Arc::new(CaptureHub::new(config.adb_server, config.capture.clone())),
-        Arc::new(devices),
+        Arc::new(devices.clone()),
         live_rx,
         messages_tx.clone(),
+        connection_rx.clone(),
+        shutdown.clone(),
+    );
+    let (webdriver, webdriver_task) = spawn_webdriver_service(
+        config.webdriver.clone(),
+        devices,
+        messages_tx,
+        slots_tx,
         connection_rx,
         shutdown.clone(),
     );
 
     let task = tokio::spawn(async move {
-        let _slots = slots_tx;
         loop {
             let command = tokio::select! {
                 command = command_rx.recv() => match command {
@@ -57,16 +66,22 @@ pub fn spawn(
                         tracing::warn!("live-session manager is not keeping up; dropped a signal");
                     }
                 }
-                other => {
-                    if let Some(reply) = refuse(other) {
-                        let _ = messages_tx.send(reply).await;
-                    }
+                // Awaited: request bodies get backpressure from the slot (bounded inside).
+                ServiceCommand::HttpRequest(head) => {
+                    let _ = webdriver.send(WebDriverCommand::Request(head)).await;
+                }
+                ServiceCommand::HttpBody(chunk) => {
+                    let _ = webdriver.send(WebDriverCommand::Body(chunk)).await;
                 }
             }
         }
         drop(live_tx);
+        drop(webdriver);
         if let Err(error) = live.await {
             tracing::error!(%error, "the live-session manager failed");
+        }
+        if let Err(error) = webdriver_task.await {
+            tracing::error!(%error, "the WebDriver service failed");
         }
     });
     (
@@ -94,19 +109,4 @@ fn live_config(config: &Config) -> LiveConfig {
     };
     tracing::info!(webrtc_ip = %ip, webrtc_ports = ?config.webrtc_ports, "live sessions bind here");
     LiveConfig::new(ip, config.webrtc_ports.clone())
-}
-
-/// The answer of a node that does not offer the service a command asks for.
-fn refuse(command: ServiceCommand) -> Option<NodeMessage> {
-    match command {
-        ServiceCommand::HttpRequest(head) => Some(NodeMessage {
-            msg: Some(Msg::HttpResponse(HttpResponseHead {
-                stream_id: head.stream_id,
-                status: 0,
-                headers: Vec::new(),
-                error: "this node has no WebDriver slots".into(),
-            })),
-        }),
-        _ => None,
-    }
 }

@@ -144,6 +144,7 @@ fn config(broker_url: &str, token: &str, adb_server: SocketAddrV4) -> Config {
         capture: Default::default(),
         webrtc_ip: None,
         webrtc_ports: None,
+        webdriver: Default::default(),
     }
 }
 

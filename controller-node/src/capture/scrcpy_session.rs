@@ -186,33 +186,36 @@ impl ScrcpySource {
     /// The next frame or size change; cancel-safe (every await is a read).
     pub(super) async fn next_event(&mut self) -> Result<SourceEvent, String> {
         loop {
-            match self.parser.poll().map_err(|e| e.to_string())? {
-                Some(VideoEvent::DeviceName(name)) => {
-                    tracing::debug!(device_name = %name, "scrcpy video connected")
-                }
-                Some(VideoEvent::Header { width, height }) => {
-                    let size = VideoSize { width, height };
-                    self.frames.set_size(size);
-                    return Ok(SourceEvent::Size(size));
-                }
-                Some(VideoEvent::Packet {
-                    config: true, data, ..
-                }) => {
-                    if let Some(size) = self.frames.config(data) {
+            // Take every event the bytes already read hold before reading more: one
+            // read often carries the name, the header and the first frames together.
+            while let Some(event) = self.parser.poll().map_err(|e| e.to_string())? {
+                match event {
+                    VideoEvent::DeviceName(name) => {
+                        tracing::debug!(device_name = %name, "scrcpy video connected")
+                    }
+                    VideoEvent::Header { width, height } => {
+                        let size = VideoSize { width, height };
+                        self.frames.set_size(size);
                         return Ok(SourceEvent::Size(size));
                     }
+                    VideoEvent::Packet {
+                        config: true, data, ..
+                    } => {
+                        if let Some(size) = self.frames.config(data) {
+                            return Ok(SourceEvent::Size(size));
+                        }
+                    }
+                    VideoEvent::Packet {
+                        keyframe,
+                        pts_us,
+                        data,
+                        ..
+                    } => {
+                        return Ok(SourceEvent::Frame(
+                            self.frames.frame(pts_us, keyframe, data),
+                        ));
+                    }
                 }
-                Some(VideoEvent::Packet {
-                    keyframe,
-                    pts_us,
-                    data,
-                    ..
-                }) => {
-                    return Ok(SourceEvent::Frame(
-                        self.frames.frame(pts_us, keyframe, data),
-                    ));
-                }
-                None => {}
             }
             let mut video_buf = [0u8; 64 * 1024];
             let mut server_buf = [0u8; 4096];

@@ -382,6 +382,12 @@ impl<'a> Session<'a> {
                 if state == RTCPeerConnectionState::Closed {
                     return Some("the connection to the browser closed".into());
                 }
+                // A phone sends frames only when its screen changes: the keyframe sent
+                // while the viewer was still connecting may be gone, so ask for a fresh
+                // one now that media can flow (rate-limited by the capture).
+                if state == RTCPeerConnectionState::Connected {
+                    self.viewer.request_keyframe();
+                }
             }
             PeerEvent::DataChannel(channel) => {
                 let label = channel.label().await.unwrap_or_default();

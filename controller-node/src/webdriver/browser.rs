@@ -216,7 +216,6 @@ async fn supervise(
                     match start(&path).await {
                         Ok(started) => {
                             tracing::info!(endpoint = %started.endpoint.authority, "chromedriver started");
-                            lock(&sessions).restarted();
                             running = Some(started);
                         }
                         Err(error) => {
@@ -284,7 +283,11 @@ async fn start(path: &Path) -> Result<Running, String> {
     match ready {
         Ok(Ok(())) => {}
         Ok(Err(())) => {
-            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+            let status = child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             return Err(format!("chromedriver exited while starting ({status})"));
         }
         Err(_) => {

@@ -105,7 +105,9 @@ impl Default for WebDriverConfig {
 pub enum WebDriverConfigError {
     #[error("--appium {url:?} is not usable: {reason} (expected http://HOST:PORT)")]
     BadAppium { url: String, reason: String },
-    #[error("--appium-caps is not usable: {0} (expected a JSON object like '{{\"platformName\":\"Fake\"}}')")]
+    #[error(
+        "--appium-caps is not usable: {0} (expected a JSON object like '{{\"platformName\":\"Fake\"}}')"
+    )]
     BadAppiumCaps(String),
     #[error("--appium-caps needs --appium (the Appium server the device slots are behind)")]
     CapsWithoutAppium,
@@ -283,11 +285,20 @@ mod tests {
             (&["--appium", "https://h:1"], "TLS"),
             (&["--appium", "http://h:1/?x=1"], "query"),
             (&["--appium", "http://u:p@h:1"], "credentials"),
-            (&["--appium", "http://h:1", "--appium-caps", "[1]"], "object"),
-            (&["--appium", "http://h:1", "--appium-caps", "{"], "--appium-caps"),
+            (
+                &["--appium", "http://h:1", "--appium-caps", "[1]"],
+                "object",
+            ),
+            (
+                &["--appium", "http://h:1", "--appium-caps", "{"],
+                "--appium-caps",
+            ),
             (&["--appium-caps", "{}"], "needs --appium"),
             (&["--chromedriver", "/nonexistent/cd"], "--chromedriver"),
-            (&["--chromedriver", "/bin/sh", "--browser-slots", "0"], "1 to 64"),
+            (
+                &["--chromedriver", "/bin/sh", "--browser-slots", "0"],
+                "1 to 64",
+            ),
             (&["--browser-slots", "2"], "needs --chromedriver"),
             (&["--webdriver-command-timeout-secs", "0"], "1 to 3600"),
         ];

@@ -53,7 +53,9 @@ pub fn request_headers(headers: &[HttpHeader]) -> HeaderMap {
             (Ok(name), Ok(value)) => {
                 map.append(name, value);
             }
-            _ => tracing::debug!(header = %header.name, "dropped a request header that is not valid HTTP"),
+            _ => {
+                tracing::debug!(header = %header.name, "dropped a request header that is not valid HTTP")
+            }
         }
     }
     map
@@ -68,7 +70,9 @@ pub fn response_headers(map: &HeaderMap) -> Vec<HttpHeader> {
             .filter_map(|v| v.to_str().ok()),
     );
     map.iter()
-        .filter(|(name, _)| !is_hop_by_hop(name.as_str()) && !listed.iter().any(|l| l == name.as_str()))
+        .filter(|(name, _)| {
+            !is_hop_by_hop(name.as_str()) && !listed.iter().any(|l| l == name.as_str())
+        })
         .map(|(name, value)| HttpHeader {
             name: name.as_str().to_string(),
             value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
@@ -108,8 +112,15 @@ mod tests {
         ]);
         let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
-        assert_eq!(names, ["content-length", "content-type", "user-agent", "x-multi"]);
-        let multi: Vec<&[u8]> = map.get_all("x-multi").iter().map(HeaderValue::as_bytes).collect();
+        assert_eq!(
+            names,
+            ["content-length", "content-type", "user-agent", "x-multi"]
+        );
+        let multi: Vec<&[u8]> = map
+            .get_all("x-multi")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
         assert_eq!(multi, [b"a", b"b"]);
         assert_eq!(map["content-type"], "application/json; charset=utf-8");
     }

@@ -56,8 +56,8 @@ pub fn inject_device_capabilities(
     serial: &str,
     ports: DevicePorts,
 ) -> Result<Vec<u8>, NewSessionError> {
-    let mut root: Value =
-        serde_json::from_slice(body).map_err(|error| NewSessionError::NotJson(error.to_string()))?;
+    let mut root: Value = serde_json::from_slice(body)
+        .map_err(|error| NewSessionError::NotJson(error.to_string()))?;
     let root_map = root.as_object_mut().ok_or(NewSessionError::NotObject)?;
     let values = [
         Value::from(serial),
@@ -155,7 +155,10 @@ mod tests {
         let cases = [
             // alwaysMatch is created when absent, and so is capabilities.
             (json!({}), json!({"capabilities": {"alwaysMatch": device}})),
-            (json!({"capabilities": {}}), json!({"capabilities": {"alwaysMatch": device}})),
+            (
+                json!({"capabilities": {}}),
+                json!({"capabilities": {"alwaysMatch": device}}),
+            ),
             // Other capabilities and keys are kept; the client's udid and ports are replaced.
             (
                 json!({"capabilities": {"alwaysMatch": {"platformName": "Fake", "appium:udid": "other",
@@ -197,7 +200,10 @@ mod tests {
             assert!(error.to_string().contains(needle), "{error}");
         }
         let error = inject_device_capabilities(br#"{"desiredCapabilities": 1}"#, "s", PORTS);
-        assert_eq!(error, Err(NewSessionError::WrongType("desiredCapabilities")));
+        assert_eq!(
+            error,
+            Err(NewSessionError::WrongType("desiredCapabilities"))
+        );
     }
 
     #[test]
@@ -208,9 +214,18 @@ mod tests {
         assert!(!is_new_session(&Method::GET, "/session"));
         assert!(!is_new_session(&Method::POST, "/session/abc/url"));
         assert!(!is_new_session(&Method::POST, "/sessions"));
-        assert_eq!(deleted_session_id(&Method::DELETE, "/session/abc"), Some("abc"));
-        assert_eq!(deleted_session_id(&Method::DELETE, "/session/abc/?q"), Some("abc"));
-        assert_eq!(deleted_session_id(&Method::DELETE, "/session/abc/window"), None);
+        assert_eq!(
+            deleted_session_id(&Method::DELETE, "/session/abc"),
+            Some("abc")
+        );
+        assert_eq!(
+            deleted_session_id(&Method::DELETE, "/session/abc/?q"),
+            Some("abc")
+        );
+        assert_eq!(
+            deleted_session_id(&Method::DELETE, "/session/abc/window"),
+            None
+        );
         assert_eq!(deleted_session_id(&Method::DELETE, "/session/"), None);
         assert_eq!(deleted_session_id(&Method::GET, "/session/abc"), None);
     }
@@ -228,8 +243,8 @@ mod tests {
         for garbage in [&b"<html>"[..], b"{}", br#"{"value":{"sessionId":7}}"#, b""] {
             assert_eq!(session_id_of_answer(garbage), None);
         }
-        let body: Value = serde_json::from_slice(&w3c_error_body("session not created", "full"))
-            .expect("JSON");
+        let body: Value =
+            serde_json::from_slice(&w3c_error_body("session not created", "full")).expect("JSON");
         assert_eq!(body["value"]["error"], "session not created");
         assert_eq!(body["value"]["message"], "full");
     }

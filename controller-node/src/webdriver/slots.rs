@@ -88,7 +88,10 @@ impl SlotTable {
         if !self.online.contains_key(serial) {
             return None;
         }
-        self.indices.get(serial).copied().map(DevicePorts::for_index)
+        self.indices
+            .get(serial)
+            .copied()
+            .map(DevicePorts::for_index)
     }
 
     /// The inventory to announce: a slot per online device with an index (with Appium
@@ -258,7 +261,11 @@ mod tests {
         assert_eq!(ids, ["appium:emulator-5554", "appium:emulator-5556"]);
         let slot = &inventory.slots[1];
         assert_eq!(
-            (slot.kind.as_str(), slot.device_serial.as_str(), slot.max_sessions),
+            (
+                slot.kind.as_str(),
+                slot.device_serial.as_str(),
+                slot.max_sessions
+            ),
             ("appium", "emulator-5556", 1)
         );
         assert_eq!(
@@ -286,7 +293,10 @@ mod tests {
         let inventory = table.inventory(Some(&appium(json!({}))), Some(&browser));
         assert_eq!(inventory.slots.len(), 1);
         let slot = &inventory.slots[0];
-        assert_eq!((slot.slot_id.as_str(), slot.kind.as_str()), ("browser", "browser"));
+        assert_eq!(
+            (slot.slot_id.as_str(), slot.kind.as_str()),
+            ("browser", "browser")
+        );
         assert_eq!(slot.max_sessions, 3);
         assert_eq!(
             caps(slot),
@@ -316,13 +326,23 @@ mod tests {
         table.apply(&DeviceEvent::Upsert(view("a", ConnState::Offline, "", "")));
         assert_eq!(table.ports("a"), None);
         for i in 3..MAX_DEVICE_INDICES {
-            table.apply(&DeviceEvent::Upsert(view(&format!("d{i}"), ConnState::Online, "", "")));
+            table.apply(&DeviceEvent::Upsert(view(
+                &format!("d{i}"),
+                ConnState::Online,
+                "",
+                "",
+            )));
         }
         // Every index is taken: the offline device "a" gives its index up.
         table.apply(&DeviceEvent::Upsert(view("new", ConnState::Online, "", "")));
         assert_eq!(table.ports("new"), Some(DevicePorts::for_index(0)));
         // Nothing left at all: no slot, no panic.
-        table.apply(&DeviceEvent::Upsert(view("extra", ConnState::Online, "", "")));
+        table.apply(&DeviceEvent::Upsert(view(
+            "extra",
+            ConnState::Online,
+            "",
+            "",
+        )));
         assert_eq!(table.ports("extra"), None);
         let inventory = table.inventory(Some(&appium(json!({}))), None);
         assert_eq!(inventory.slots.len(), usize::from(MAX_DEVICE_INDICES));
@@ -331,7 +351,10 @@ mod tests {
     #[test]
     fn chromedriver_versions() {
         let cases = [
-            ("ChromeDriver 156.0.8078.114 (ea19f97-refs/branch-heads/8078_108@{#5})\n", Some("156.0")),
+            (
+                "ChromeDriver 156.0.8078.114 (ea19f97-refs/branch-heads/8078_108@{#5})\n",
+                Some("156.0"),
+            ),
             ("ChromeDriver 120.1.2", Some("120.1")),
             ("Starting... ChromeDriver 99.0", Some("99.0")),
             ("ChromeDriver", None),
@@ -340,7 +363,11 @@ mod tests {
             ("something else 1.2.3", None),
         ];
         for (output, expected) in cases {
-            assert_eq!(chromedriver_version(output).as_deref(), expected, "{output:?}");
+            assert_eq!(
+                chromedriver_version(output).as_deref(),
+                expected,
+                "{output:?}"
+            );
         }
     }
 }

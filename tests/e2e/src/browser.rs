@@ -59,7 +59,12 @@ impl Browser {
             _dir: dir,
         };
         let ready = browser.read_answer(0).await;
-        assert_eq!(ready, Ok(json!("ready")), "driver did not start: {}", browser.log_tail());
+        assert_eq!(
+            ready,
+            Ok(json!("ready")),
+            "driver did not start: {}",
+            browser.log_tail()
+        );
         browser
     }
 
@@ -89,7 +94,12 @@ impl Browser {
             let line = match tokio::time::timeout(CALL_TIMEOUT, self.stdout.next_line()).await {
                 Ok(Ok(Some(line))) => line,
                 Ok(_) => return Err(format!("driver exited: {}", self.log_tail())),
-                Err(_) => return Err(format!("driver silent for {CALL_TIMEOUT:?}: {}", self.log_tail())),
+                Err(_) => {
+                    return Err(format!(
+                        "driver silent for {CALL_TIMEOUT:?}: {}",
+                        self.log_tail()
+                    ));
+                }
             };
             let Ok(answer) = serde_json::from_str::<Value>(&line) else {
                 continue;
@@ -100,7 +110,10 @@ impl Browser {
             return if answer["ok"] == json!(true) {
                 Ok(answer["result"].clone())
             } else {
-                Err(answer["error"].as_str().unwrap_or("unknown error").to_string())
+                Err(answer["error"]
+                    .as_str()
+                    .unwrap_or("unknown error")
+                    .to_string())
             };
         }
     }

@@ -49,19 +49,33 @@ impl Coturn {
         ]);
         let mut process = ChildProcess::spawn("turnserver", command, &dir.path().join("turn.log"));
         // Ready once it answers a STUN binding request on its UDP port.
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp socket");
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp socket");
         let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
         request.extend_from_slice(b"farm-e2e-txn");
         let deadline = std::time::Instant::now() + crate::READY_TIMEOUT;
         loop {
             let _ = socket.send_to(&request, ("127.0.0.1", port)).await;
             let mut buf = [0u8; 512];
-            let answered = tokio::time::timeout(std::time::Duration::from_millis(100), socket.recv_from(&mut buf)).await;
+            let answered = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                socket.recv_from(&mut buf),
+            )
+            .await;
             if matches!(answered, Ok(Ok((n, _))) if n >= 20) {
                 break;
             }
-            assert!(process.is_running(), "turnserver exited: {}", process.log_tail());
-            assert!(std::time::Instant::now() < deadline, "turnserver not ready: {}", process.log_tail());
+            assert!(
+                process.is_running(),
+                "turnserver exited: {}",
+                process.log_tail()
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "turnserver not ready: {}",
+                process.log_tail()
+            );
         }
         process.stop_listening();
         Coturn {

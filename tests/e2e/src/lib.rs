@@ -44,9 +44,9 @@
 //! `cargo build --workspace --bins` before running these tests (`scripts/test` does).
 
 pub mod adb;
+pub mod broker;
 pub mod browser;
 pub mod coturn;
-pub mod broker;
 pub mod grpc;
 pub mod node;
 pub mod postgres;
@@ -60,9 +60,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use adb::AdbServer;
+pub use broker::{Broker, BrokerOpts, Role};
 pub use browser::Browser;
 pub use coturn::Coturn;
-pub use broker::{Broker, BrokerOpts, Role};
 pub use grpc::{AuthChannel, BearerToken, channel, connect};
 pub use node::Node;
 pub use postgres::Postgres;

@@ -58,7 +58,8 @@ impl LiveFarm {
                     .ok()?
                     .into_inner()
                     .devices;
-                (list.len() == 1 && list[0].state == farm_proto::v1::DeviceState::Available as i32).then_some(())
+                (list.len() == 1 && list[0].state == farm_proto::v1::DeviceState::Available as i32)
+                    .then_some(())
             }
         })
         .await;
@@ -66,7 +67,11 @@ impl LiveFarm {
     }
 
     fn page_url(&self, token: &str, extra: &str) -> String {
-        format!("{}/device/{}?token={token}{extra}", self.broker.url(), self.serial)
+        format!(
+            "{}/device/{}?token={token}{extra}",
+            self.broker.url(),
+            self.serial
+        )
     }
 
     async fn app(&self) -> Value {
@@ -75,7 +80,10 @@ impl LiveFarm {
 
     /// The centre of a button, in video pixels (the video is the screen here: 720x1280, no scaling).
     async fn button_center(&self, name: &str) -> (i64, i64) {
-        let layout = self.sim.get(&format!("/devices/{}/app/layout", self.serial)).await;
+        let layout = self
+            .sim
+            .get(&format!("/devices/{}/app/layout", self.serial))
+            .await;
         let b = &layout["buttons"][name];
         let x = b["x"].as_i64().expect("x") + b["width"].as_i64().expect("w") / 2;
         let y = b["y"].as_i64().expect("y") + b["height"].as_i64().expect("h") / 2;
@@ -84,26 +92,42 @@ impl LiveFarm {
 }
 
 /// Repeats a browser command until `check` accepts its result, or panics after `within`.
-async fn poll(browser: &mut Browser, cmd: &str, args: Value, within: Duration, check: impl Fn(&Value) -> bool) -> Value {
+async fn poll(
+    browser: &mut Browser,
+    cmd: &str,
+    args: Value,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let v = browser.must(cmd, args.clone()).await;
         if check(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "{cmd} {args}: condition not met within {within:?}; last {v}");
+        assert!(
+            Instant::now() < deadline,
+            "{cmd} {args}: condition not met within {within:?}; last {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn wait_state(browser: &mut Browser, page: &str, wanted: &str, within: Duration) -> Value {
-    poll(browser, "state", json!({"name": page}), within, |s| s["state"] == wanted).await
+    poll(browser, "state", json!({"name": page}), within, |s| {
+        s["state"] == wanted
+    })
+    .await
 }
 
 async fn wait_app(farm: &LiveFarm, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     eventually(Duration::from_secs(5), || async {
         let app = farm.app().await;
-        if check(&app) { Ok(app) } else { Err(format!("{what}: {app}")) }
+        if check(&app) {
+            Ok(app)
+        } else {
+            Err(format!("{what}: {app}"))
+        }
     })
     .await
 }
@@ -127,12 +151,26 @@ async fn a_tester_reserves_a_device_and_drives_it_live() {
     let farm = LiveFarm::start(&[]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    b.must("open", json!({"name": "alice", "url": farm.page_url(&alice, "")})).await;
-    poll(&mut b, "visible", json!({"name": "alice", "selector": "#reserve-go"}), Duration::from_secs(5), |v| v == &json!(true)).await;
+    b.must(
+        "open",
+        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
+    )
+    .await;
+    poll(
+        &mut b,
+        "visible",
+        json!({"name": "alice", "selector": "#reserve-go"}),
+        Duration::from_secs(5),
+        |v| v == &json!(true),
+    )
+    .await;
 
     // One click reserves and goes live; the first frame comes within a second.
     let ms = b
-        .must("clickToFirstFrame", json!({"name": "alice", "selector": "#reserve-go", "timeoutMs": 10000}))
+        .must(
+            "clickToFirstFrame",
+            json!({"name": "alice", "selector": "#reserve-go", "timeoutMs": 10000}),
+        )
         .await
         .as_f64()
         .expect("milliseconds");
@@ -140,65 +178,133 @@ async fn a_tester_reserves_a_device_and_drives_it_live() {
     assert!(ms < 1000.0, "first frame {ms:.0} ms after the click");
     wait_state(&mut b, "alice", "live", Duration::from_secs(5)).await;
     let video = b.must("video", json!({"name": "alice"})).await;
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(720), Some(1280)), "{video}");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(720), Some(1280)),
+        "{video}"
+    );
     let before = video["frames"].as_u64().expect("frames");
-    poll(&mut b, "video", json!({"name": "alice"}), Duration::from_secs(3), |v| {
-        v["frames"].as_u64().is_some_and(|f| f > before + 5)
-    })
+    poll(
+        &mut b,
+        "video",
+        json!({"name": "alice"}),
+        Duration::from_secs(3),
+        |v| v["frames"].as_u64().is_some_and(|f| f > before + 5),
+    )
     .await;
 
     // A click on button A presses it on the device, and a later frame shows it pressed.
     let (ax, ay) = farm.button_center("A").await;
-    let pixel_before = b.must("pixel", json!({"name": "alice", "x": ax, "y": ay})).await;
-    b.must("tap", json!({"name": "alice", "x": ax, "y": ay})).await;
-    wait_app(&farm, "button A pressed once", |app| app["buttons"]["A"] == 1).await;
-    poll(&mut b, "pixel", json!({"name": "alice", "x": ax, "y": ay}), Duration::from_secs(3), |p| p != &pixel_before).await;
+    let pixel_before = b
+        .must("pixel", json!({"name": "alice", "x": ax, "y": ay}))
+        .await;
+    b.must("tap", json!({"name": "alice", "x": ax, "y": ay}))
+        .await;
+    wait_app(&farm, "button A pressed once", |app| {
+        app["buttons"]["A"] == 1
+    })
+    .await;
+    poll(
+        &mut b,
+        "pixel",
+        json!({"name": "alice", "x": ax, "y": ay}),
+        Duration::from_secs(3),
+        |p| p != &pixel_before,
+    )
+    .await;
 
     // Typed text lands in the text field.
-    b.must("type", json!({"name": "alice", "text": "hello farm"})).await;
+    b.must("type", json!({"name": "alice", "text": "hello farm"}))
+        .await;
     wait_app(&farm, "typed text", |app| app["text"] == "hello farm").await;
 
     // A swipe up on the list scrolls it.
-    let layout = farm.sim.get(&format!("/devices/{}/app/layout", farm.serial)).await;
+    let layout = farm
+        .sim
+        .get(&format!("/devices/{}/app/layout", farm.serial))
+        .await;
     let list = &layout["list"];
     let lx = list["x"].as_i64().expect("x") + list["width"].as_i64().expect("w") / 2;
     let ly = list["y"].as_i64().expect("y");
     let lh = list["height"].as_i64().expect("h");
     b.must("swipe", json!({"name": "alice", "x1": lx, "y1": ly + lh * 3 / 4, "x2": lx, "y2": ly + lh / 4, "steps": 12})).await;
-    wait_app(&farm, "list scrolled", |app| app["scroll"].as_i64().is_some_and(|s| s > 0)).await;
+    wait_app(&farm, "list scrolled", |app| {
+        app["scroll"].as_i64().is_some_and(|s| s > 0)
+    })
+    .await;
 
     // Home and Back arrive as key events.
-    b.must("click", json!({"name": "alice", "selector": "#keys [data-key='3']"})).await;
-    b.must("click", json!({"name": "alice", "selector": "#keys [data-key='4']"})).await;
+    b.must(
+        "click",
+        json!({"name": "alice", "selector": "#keys [data-key='3']"}),
+    )
+    .await;
+    b.must(
+        "click",
+        json!({"name": "alice", "selector": "#keys [data-key='4']"}),
+    )
+    .await;
     eventually(Duration::from_secs(5), || async {
         let keys = keys_received(&farm).await;
-        if keys.contains(&3) && keys.contains(&4) { Ok(()) } else { Err(format!("keys {keys:?}")) }
+        if keys.contains(&3) && keys.contains(&4) {
+            Ok(())
+        } else {
+            Err(format!("keys {keys:?}"))
+        }
     })
     .await;
 
     // Rotate: the dimensions swap and a tap still lands on the right button.
-    b.must("click", json!({"name": "alice", "selector": "#rotate"})).await;
-    poll(&mut b, "video", json!({"name": "alice"}), Duration::from_secs(5), |v| {
-        v["width"].as_u64() == Some(1280) && v["height"].as_u64() == Some(720)
+    b.must("click", json!({"name": "alice", "selector": "#rotate"}))
+        .await;
+    poll(
+        &mut b,
+        "video",
+        json!({"name": "alice"}),
+        Duration::from_secs(5),
+        |v| v["width"].as_u64() == Some(1280) && v["height"].as_u64() == Some(720),
+    )
+    .await;
+    wait_app(&farm, "rotated", |app| {
+        app["rotation"].as_i64().is_some_and(|r| r % 2 == 1)
     })
     .await;
-    wait_app(&farm, "rotated", |app| app["rotation"].as_i64().is_some_and(|r| r % 2 == 1)).await;
     let (bx, by) = farm.button_center("B").await;
-    b.must("tap", json!({"name": "alice", "x": bx, "y": by})).await;
-    wait_app(&farm, "button B pressed after rotation", |app| app["buttons"]["B"] == 1 && app["buttons"]["A"] == 1).await;
+    b.must("tap", json!({"name": "alice", "x": bx, "y": by}))
+        .await;
+    wait_app(&farm, "button B pressed after rotation", |app| {
+        app["buttons"]["B"] == 1 && app["buttons"]["A"] == 1
+    })
+    .await;
 
     // Garbage on the input channel is refused with a reason; the session stays live.
-    b.must("eval", json!({"name": "alice", "js": "window.livePage.channel.send('this is not json'); true"})).await;
-    poll(&mut b, "state", json!({"name": "alice"}), Duration::from_secs(3), |s| {
-        s["note"].as_str().is_some_and(|n| n.contains("Input refused"))
-    })
+    b.must(
+        "eval",
+        json!({"name": "alice", "js": "window.livePage.channel.send('this is not json'); true"}),
+    )
+    .await;
+    poll(
+        &mut b,
+        "state",
+        json!({"name": "alice"}),
+        Duration::from_secs(3),
+        |s| {
+            s["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("Input refused"))
+        },
+    )
     .await;
     b.must("eval", json!({"name": "alice", "js": "window.livePage.input({type: 'touch', action: 'down', pointer: 42, x: 1, y: 1}); true"})).await;
     b.must("eval", json!({"name": "alice", "js": "window.livePage.input({type: 'touch', action: 'down', pointer: 0, x: 99999, y: 1}); true"})).await;
     b.must("eval", json!({"name": "alice", "js": "window.livePage.input({type: 'text', text: 'x'.repeat(5000)}); true"})).await;
     let state = b.must("state", json!({"name": "alice"})).await;
     assert_eq!(state["state"], "live", "{state}");
-    assert_eq!(farm.app().await["text"], "hello farm", "refused input changed nothing");
+    assert_eq!(
+        farm.app().await["text"],
+        "hello farm",
+        "refused input changed nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,26 +313,59 @@ async fn others_cannot_drive_a_held_device_and_observers_share_one_capture() {
     let alice = farm.broker.token(Role::User, "alice");
     let bob = farm.broker.token(Role::User, "bob");
     let mut b = Browser::start().await;
-    b.must("open", json!({"name": "alice", "url": farm.page_url(&alice, "")})).await;
-    poll(&mut b, "visible", json!({"name": "alice", "selector": "#reserve-go"}), Duration::from_secs(5), |v| v == &json!(true)).await;
-    b.must("click", json!({"name": "alice", "selector": "#reserve-go"})).await;
+    b.must(
+        "open",
+        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
+    )
+    .await;
+    poll(
+        &mut b,
+        "visible",
+        json!({"name": "alice", "selector": "#reserve-go"}),
+        Duration::from_secs(5),
+        |v| v == &json!(true),
+    )
+    .await;
+    b.must("click", json!({"name": "alice", "selector": "#reserve-go"}))
+        .await;
     wait_state(&mut b, "alice", "live", Duration::from_secs(10)).await;
 
     // Bob is told who holds it and may only watch.
-    b.must("open", json!({"name": "bob", "url": farm.page_url(&bob, "")})).await;
-    let s = poll(&mut b, "state", json!({"name": "bob"}), Duration::from_secs(5), |s| {
-        s["text"].as_str().is_some_and(|t| t.contains("held by alice"))
-    })
+    b.must(
+        "open",
+        json!({"name": "bob", "url": farm.page_url(&bob, "")}),
+    )
     .await;
-    assert!(s["note"].as_str().is_some_and(|n| n.contains("watch")), "{s}");
-    assert_eq!(b.must("visible", json!({"name": "bob", "selector": "#reserve-go"})).await, json!(false));
-    b.must("click", json!({"name": "bob", "selector": "#watch"})).await;
+    let s = poll(
+        &mut b,
+        "state",
+        json!({"name": "bob"}),
+        Duration::from_secs(5),
+        |s| {
+            s["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("held by alice"))
+        },
+    )
+    .await;
+    assert!(
+        s["note"].as_str().is_some_and(|n| n.contains("watch")),
+        "{s}"
+    );
+    assert_eq!(
+        b.must("visible", json!({"name": "bob", "selector": "#reserve-go"}))
+            .await,
+        json!(false)
+    );
+    b.must("click", json!({"name": "bob", "selector": "#watch"}))
+        .await;
     wait_state(&mut b, "bob", "live", Duration::from_secs(10)).await;
     let video = b.must("video", json!({"name": "bob"})).await;
     assert_eq!(video["control"], false, "an observer gets no input channel");
     // A click by bob changes nothing on the device.
     let (ax, ay) = farm.button_center("A").await;
-    b.must("tap", json!({"name": "bob", "x": ax, "y": ay})).await;
+    b.must("tap", json!({"name": "bob", "x": ax, "y": ay}))
+        .await;
     // Bob tries to open a control session by hand: refused, with the reason.
     let refused = b
         .must(
@@ -237,18 +376,41 @@ async fn others_cannot_drive_a_held_device_and_observers_share_one_capture() {
             }})"#, farm.serial, bob)}),
         )
         .await;
-    assert!(refused.as_str().is_some_and(|m| m.contains("only the lease holder")), "{refused}");
+    assert!(
+        refused
+            .as_str()
+            .is_some_and(|m| m.contains("only the lease holder")),
+        "{refused}"
+    );
 
     // Four viewers of one device, one capture.
-    for (name, token) in [("carol", farm.broker.token(Role::User, "carol")), ("dave", farm.broker.token(Role::User, "dave"))] {
-        b.must("open", json!({"name": name, "url": farm.page_url(&token, "")})).await;
-        poll(&mut b, "visible", json!({"name": name, "selector": "#watch"}), Duration::from_secs(5), |v| v == &json!(true)).await;
-        b.must("click", json!({"name": name, "selector": "#watch"})).await;
+    for (name, token) in [
+        ("carol", farm.broker.token(Role::User, "carol")),
+        ("dave", farm.broker.token(Role::User, "dave")),
+    ] {
+        b.must(
+            "open",
+            json!({"name": name, "url": farm.page_url(&token, "")}),
+        )
+        .await;
+        poll(
+            &mut b,
+            "visible",
+            json!({"name": name, "selector": "#watch"}),
+            Duration::from_secs(5),
+            |v| v == &json!(true),
+        )
+        .await;
+        b.must("click", json!({"name": name, "selector": "#watch"}))
+            .await;
         wait_state(&mut b, name, "live", Duration::from_secs(10)).await;
     }
     let app = farm.app().await;
     assert_eq!(app["captures"], 1, "four viewers, one capture: {app}");
-    assert_eq!(app["buttons"]["A"], 0, "observers could not press anything: {app}");
+    assert_eq!(
+        app["buttons"]["A"], 0,
+        "observers could not press anything: {app}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,14 +418,30 @@ async fn unplugging_and_lease_expiry_end_the_session_with_their_reason() {
     let farm = LiveFarm::start(&[]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    b.must("open", json!({"name": "alice", "url": farm.page_url(&alice, "")})).await;
-    poll(&mut b, "visible", json!({"name": "alice", "selector": "#reserve-go"}), Duration::from_secs(5), |v| v == &json!(true)).await;
-    b.must("click", json!({"name": "alice", "selector": "#reserve-go"})).await;
+    b.must(
+        "open",
+        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
+    )
+    .await;
+    poll(
+        &mut b,
+        "visible",
+        json!({"name": "alice", "selector": "#reserve-go"}),
+        Duration::from_secs(5),
+        |v| v == &json!(true),
+    )
+    .await;
+    b.must("click", json!({"name": "alice", "selector": "#reserve-go"}))
+        .await;
     wait_state(&mut b, "alice", "live", Duration::from_secs(10)).await;
     let unplugged = Instant::now();
     farm.sim.unplug(&farm.serial).await;
     let s = wait_state(&mut b, "alice", "ended", Duration::from_secs(2)).await;
-    eprintln!("page showed {:?} {:?} after unplug", s["text"], unplugged.elapsed());
+    eprintln!(
+        "page showed {:?} {:?} after unplug",
+        s["text"],
+        unplugged.elapsed()
+    );
     assert_eq!(s["text"], "device disconnected", "{s}");
 
     // Back, with a lease that expires on its own.
@@ -285,7 +463,11 @@ async fn unplugging_and_lease_expiry_end_the_session_with_their_reason() {
     .await;
     let _ = &mut reservations;
     assert_eq!(lease.get_ref().holder, "alice");
-    b.must("goto", json!({"name": "alice", "url": farm.page_url(&alice, "")})).await;
+    b.must(
+        "goto",
+        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
+    )
+    .await;
     wait_state(&mut b, "alice", "live", Duration::from_secs(10)).await;
     let s = wait_state(&mut b, "alice", "ended", Duration::from_secs(10)).await;
     assert_eq!(s["text"], "lease expired", "{s}");
@@ -301,11 +483,30 @@ async fn the_session_works_through_turn_only() {
     let farm = LiveFarm::start(&["--ice-config", &ice_arg]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    b.must("open", json!({"name": "alice", "url": farm.page_url(&alice, "&relay=1")})).await;
-    poll(&mut b, "visible", json!({"name": "alice", "selector": "#reserve-go"}), Duration::from_secs(5), |v| v == &json!(true)).await;
-    b.must("click", json!({"name": "alice", "selector": "#reserve-go"})).await;
+    b.must(
+        "open",
+        json!({"name": "alice", "url": farm.page_url(&alice, "&relay=1")}),
+    )
+    .await;
+    poll(
+        &mut b,
+        "visible",
+        json!({"name": "alice", "selector": "#reserve-go"}),
+        Duration::from_secs(5),
+        |v| v == &json!(true),
+    )
+    .await;
+    b.must("click", json!({"name": "alice", "selector": "#reserve-go"}))
+        .await;
     wait_state(&mut b, "alice", "live", Duration::from_secs(15)).await;
-    poll(&mut b, "video", json!({"name": "alice"}), Duration::from_secs(5), |v| v["frames"].as_u64().is_some_and(|f| f > 3)).await;
+    poll(
+        &mut b,
+        "video",
+        json!({"name": "alice"}),
+        Duration::from_secs(5),
+        |v| v["frames"].as_u64().is_some_and(|f| f > 3),
+    )
+    .await;
     let relay = b
         .must(
             "eval",
@@ -321,6 +522,10 @@ async fn the_session_works_through_turn_only() {
     assert_eq!(relay, "relay", "the media path goes through TURN");
     // Input still works through the relay.
     let (ax, ay) = farm.button_center("A").await;
-    b.must("tap", json!({"name": "alice", "x": ax, "y": ay})).await;
-    wait_app(&farm, "button A pressed through TURN", |app| app["buttons"]["A"] == 1).await;
+    b.must("tap", json!({"name": "alice", "x": ax, "y": ay}))
+        .await;
+    wait_app(&farm, "button A pressed through TURN", |app| {
+        app["buttons"]["A"] == 1
+    })
+    .await;
 }

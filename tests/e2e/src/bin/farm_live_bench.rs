@@ -38,7 +38,12 @@ struct Farm {
 async fn farm(devices: usize, fps: u32) -> Result<Farm> {
     let adb = AdbServer::start().await;
     let fps = fps.to_string();
-    let sim = Sim::start_with(adb.port(), devices, &["--screen", "720x1280", "--fps", &fps]).await;
+    let sim = Sim::start_with(
+        adb.port(),
+        devices,
+        &["--screen", "720x1280", "--fps", &fps],
+    )
+    .await;
     let broker = Broker::start(BrokerOpts {
         extra_args: vec!["--allow-observers".into()],
         ..Default::default()
@@ -57,7 +62,13 @@ async fn farm(devices: usize, fps: u32) -> Result<Farm> {
         &["--scrcpy-server", &jar_path, "--webrtc-ip", "127.0.0.1"],
     )
     .await;
-    let farm = Farm { _adb: adb, sim, broker, node, _jar: jar };
+    let farm = Farm {
+        _adb: adb,
+        sim,
+        broker,
+        node,
+        _jar: jar,
+    };
     let admin = farm.broker.token(Role::Admin, "bench-admin");
     let (devices_client, _) = farm_e2e::connect(&farm.broker.url(), &admin).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -66,7 +77,13 @@ async fn farm(devices: usize, fps: u32) -> Result<Farm> {
         let n = c
             .list_devices(farm_proto::v1::ListDevicesRequest::default())
             .await
-            .map(|r| r.into_inner().devices.iter().filter(|d| d.state == 1).count())
+            .map(|r| {
+                r.into_inner()
+                    .devices
+                    .iter()
+                    .filter(|d| d.state == 1)
+                    .count()
+            })
             .unwrap_or(0);
         if n == devices {
             break;
@@ -80,7 +97,9 @@ async fn farm(devices: usize, fps: u32) -> Result<Farm> {
 }
 
 async fn call(b: &mut Browser, cmd: &str, args: Value) -> Result<Value> {
-    b.call(cmd, args).await.map_err(|e| anyhow::anyhow!("{cmd}: {e}"))
+    b.call(cmd, args)
+        .await
+        .map_err(|e| anyhow::anyhow!("{cmd}: {e}"))
 }
 
 async fn wait_live(b: &mut Browser, name: &str) -> Result<()> {
@@ -118,7 +137,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').context("stat format")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
+        + fields.get(12).context("stime")?.parse::<f64>()?;
     Ok(ticks / 100.0)
 }
 
@@ -180,9 +200,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let mut out = serde_json::Map::new();
 
-    // 1. Click to first frame, and input to photon, on one device (clock off: frames only on change).
+    // 1. Click to first frame, and input to photon, on one device; the clock ticks at 10 fps as scrcpy repeats an idle frame every 100 ms.
     {
-        let f = farm(1, 0).await?;
+        let f = farm(1, 10).await?;
         let serial = f.sim.devices[0].serial.clone();
         let alice = f.broker.token(Role::User, "alice");
         let url = format!("{}/device/{serial}?token={alice}", f.broker.url());
@@ -192,28 +212,61 @@ async fn main() -> Result<()> {
         for _ in 0..args.first_frame_runs {
             call(&mut b, "goto", json!({"name": "alice", "url": url})).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
-            while call(&mut b, "visible", json!({"name": "alice", "selector": "#reserve-go"})).await? != json!(true) {
+            while call(
+                &mut b,
+                "visible",
+                json!({"name": "alice", "selector": "#reserve-go"}),
+            )
+            .await?
+                != json!(true)
+            {
                 if Instant::now() > deadline {
                     bail!("no reserve button");
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let ms = call(&mut b, "clickToFirstFrame", json!({"name": "alice", "selector": "#reserve-go"})).await?;
+            let ms = call(
+                &mut b,
+                "clickToFirstFrame",
+                json!({"name": "alice", "selector": "#reserve-go"}),
+            )
+            .await?;
             first.push(ms.as_f64().unwrap_or(f64::NAN));
             wait_live(&mut b, "alice").await?;
-            call(&mut b, "eval", json!({"name": "alice", "js": "window.livePage.release().then(() => true)"})).await?;
+            call(
+                &mut b,
+                "eval",
+                json!({"name": "alice", "js": "window.livePage.release().then(() => true)"}),
+            )
+            .await?;
         }
         out.insert("click_to_first_frame_ms".into(), summary(first));
 
         call(&mut b, "goto", json!({"name": "alice", "url": url})).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        call(&mut b, "click", json!({"name": "alice", "selector": "#reserve-go"})).await?;
+        call(
+            &mut b,
+            "click",
+            json!({"name": "alice", "selector": "#reserve-go"}),
+        )
+        .await?;
         wait_live(&mut b, "alice").await?;
-        let r = call(&mut b, "eval", json!({"name": "alice", "js": format!("({INPUT_TO_PHOTON})({})", args.samples)})).await?;
+        let r = call(
+            &mut b,
+            "eval",
+            json!({"name": "alice", "js": format!("({INPUT_TO_PHOTON})({})", args.samples)}),
+        )
+        .await?;
         let col = |k: &str| -> Vec<f64> {
-            r["samples"].as_array().map(|a| a.iter().filter_map(|s| s[k].as_f64()).collect()).unwrap_or_default()
+            r["samples"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s[k].as_f64()).collect())
+                .unwrap_or_default()
         };
-        let rtts: Vec<f64> = r["rtts"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        let rtts: Vec<f64> = r["rtts"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
         let app = f.sim.get(&format!("/devices/{serial}/app")).await;
         let mut rtt_sorted = rtts.clone();
         rtt_sorted.sort_by(|a, b| a.total_cmp(b));
@@ -234,7 +287,10 @@ async fn main() -> Result<()> {
                 "input_to_frame_received": percentile(&received, 0.5),
             }),
         );
-        out.insert("samples_lost".into(), json!(args.samples as usize - col("total").len()));
+        out.insert(
+            "samples_lost".into(),
+            json!(args.samples as usize - col("total").len()),
+        );
     }
 
     // 2. Node CPU per viewer at 30 fps 720p.
@@ -247,7 +303,12 @@ async fn main() -> Result<()> {
         let url = format!("{}/device/{serial}?token={alice}", f.broker.url());
         call(&mut b, "open", json!({"name": "v0", "url": url})).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        call(&mut b, "click", json!({"name": "v0", "selector": "#reserve-go"})).await?;
+        call(
+            &mut b,
+            "click",
+            json!({"name": "v0", "selector": "#reserve-go"}),
+        )
+        .await?;
         wait_live(&mut b, "v0").await?;
         let idle = node_cpu_percent(pid, 2).await?;
         let one = node_cpu_percent(pid, args.seconds).await?;
@@ -279,23 +340,37 @@ async fn main() -> Result<()> {
             let name = format!("d{i}");
             call(&mut b, "open", json!({"name": name, "url": format!("{}/device/{}?token={token}", f.broker.url(), d.serial)})).await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
-            call(&mut b, "click", json!({"name": name, "selector": "#reserve-go"})).await?;
+            call(
+                &mut b,
+                "click",
+                json!({"name": name, "selector": "#reserve-go"}),
+            )
+            .await?;
         }
         for i in 0..args.devices {
             wait_live(&mut b, &format!("d{i}")).await?;
         }
         let mut before = Vec::new();
         for i in 0..args.devices {
-            before.push(call(&mut b, "video", json!({"name": format!("d{i}")})).await?["frames"].as_f64().unwrap_or(0.0));
+            before.push(
+                call(&mut b, "video", json!({"name": format!("d{i}")})).await?["frames"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+            );
         }
         let t = Instant::now();
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         let mut fps = Vec::new();
         for (i, b0) in before.iter().enumerate() {
-            let after = call(&mut b, "video", json!({"name": format!("d{i}")})).await?["frames"].as_f64().unwrap_or(0.0);
+            let after = call(&mut b, "video", json!({"name": format!("d{i}")})).await?["frames"]
+                .as_f64()
+                .unwrap_or(0.0);
             fps.push((after - b0) / t.elapsed().as_secs_f64());
         }
-        out.insert("fleet_fps_per_viewer".into(), json!({"devices": args.devices, "per_viewer": fps, "summary": summary(fps.clone())}));
+        out.insert(
+            "fleet_fps_per_viewer".into(),
+            json!({"devices": args.devices, "per_viewer": fps, "summary": summary(fps.clone())}),
+        );
     }
 
     println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
