@@ -22,6 +22,7 @@ const live = {
   frames: 0,
   fps: 0,
   rtt: null,
+  timeline: {},        // performance.now() of each step of the last connection, for diagnostics
 
   setState(state, text) {
     const el = document.getElementById("live-state");
@@ -86,7 +87,13 @@ const live = {
     }
   },
 
+  mark(step) {
+    live.timeline[step] = performance.now();
+  },
+
   async reserveAndGo() {
+    live.timeline = {};
+    live.mark("reserve");
     live.setState("connecting", "reserving");
     try {
       live.myLease = await farm.api("POST", `/api/v1/devices/${encodeURIComponent(live.deviceId)}/reserve`, {});
@@ -100,6 +107,7 @@ const live = {
     live.renewTimer = setInterval(() => {
       farm.api("POST", `/api/v1/leases/${live.myLease.lease_id}/renew`).catch(() => {});
     }, every);
+    live.mark("reserved");
     document.getElementById("reserve-go").hidden = true;
     document.getElementById("release").hidden = false;
     live.connect(false);
@@ -120,6 +128,8 @@ const live = {
     const q = "token=" + encodeURIComponent(farm.token()) + (observe ? "&observe=1" : "");
     const ws = new WebSocket(`${scheme}//${location.host}/api/v1/devices/${encodeURIComponent(live.deviceId)}/live?${q}`);
     live.ws = ws;
+    live.mark("socket");
+    ws.onopen = () => live.mark("socket_open");
     ws.onmessage = (event) => live.onSignal(JSON.parse(event.data));
     ws.onclose = () => {
       if (!live.ended) live.end("signalling connection lost");
@@ -133,7 +143,9 @@ const live = {
   async onSignal(msg) {
     switch (msg.type) {
       case "ready": return live.startPeer(msg);
-      case "answer": return live.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      case "answer":
+        live.mark("answer");
+        return live.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       case "candidate":
         if (live.pc && msg.candidate) {
           return live.pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex }).catch(() => {});
@@ -146,6 +158,7 @@ const live = {
   },
 
   async startPeer(ready) {
+    live.mark("ready");
     live.control = ready.control;
     const relay = new URLSearchParams(location.search).get("relay") === "1";
     const pc = new RTCPeerConnection({ iceServers: ready.iceServers, iceTransportPolicy: relay ? "relay" : "all" });
@@ -162,6 +175,7 @@ const live = {
       channel.onopen = () => live.ping();
     }
     pc.ontrack = (event) => {
+      live.mark("track");
       const video = document.getElementById("video");
       video.srcObject = event.streams[0] || new MediaStream([event.track]);
       video.play().catch(() => {});
@@ -175,11 +189,15 @@ const live = {
     };
     pc.onconnectionstatechange = () => {
       if (live.ended) return;
-      if (pc.connectionState === "connected") live.setState("live", ready.control ? "live" : "live (watching)");
+      if (pc.connectionState === "connected") {
+        live.mark("connected");
+        live.setState("live", ready.control ? "live" : "live (watching)");
+      }
       if (pc.connectionState === "disconnected" || pc.connectionState === "failed") live.restartIce();
     };
     await pc.setLocalDescription(await pc.createOffer());
     live.send({ type: "offer", sdp: pc.localDescription.sdp });
+    live.mark("offer");
   },
 
   async restartIce() {
@@ -226,6 +244,7 @@ const live = {
     let last = performance.now();
     let count = 0;
     const onFrame = () => {
+      if (live.frames === 0) live.mark("first_frame");
       live.frames++;
       count++;
       const now = performance.now();

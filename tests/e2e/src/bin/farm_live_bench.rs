@@ -182,9 +182,10 @@ const INPUT_TO_PHOTON: &str = r#"async (n) => {
     const meta = await until(true, t0);
     if (meta) {
       samples.push({
-        total: (meta.expectedDisplayTime || meta.presentationTime) - t0,
+        total: meta.presentationTime - t0,
+        displayed: meta.expectedDisplayTime ? meta.expectedDisplayTime - t0 : null,
         received: meta.receiveTime ? meta.receiveTime - t0 : null,
-        decode_present: meta.receiveTime ? (meta.expectedDisplayTime || meta.presentationTime) - meta.receiveTime : null,
+        decode_present: meta.receiveTime ? meta.presentationTime - meta.receiveTime : null,
       });
     }
     const t1 = performance.now();
@@ -209,6 +210,7 @@ async fn main() -> Result<()> {
         let mut b = Browser::start().await;
         call(&mut b, "open", json!({"name": "alice", "url": url})).await?;
         let mut first = Vec::new();
+        let mut steps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         for _ in 0..args.first_frame_runs {
             call(&mut b, "goto", json!({"name": "alice", "url": url})).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -233,6 +235,15 @@ async fn main() -> Result<()> {
             .await?;
             first.push(ms.as_f64().unwrap_or(f64::NAN));
             wait_live(&mut b, "alice").await?;
+            // Where the time went: each step of the page's timeline, from the click.
+            let timeline = call(&mut b, "eval", json!({"name": "alice", "js": "window.livePage.timeline"})).await?;
+            if let (Some(t), Some(start)) = (timeline.as_object(), timeline["reserve"].as_f64()) {
+                for (step, at) in t {
+                    if let Some(at) = at.as_f64() {
+                        steps.entry(step.clone()).or_default().push(at - start);
+                    }
+                }
+            }
             call(
                 &mut b,
                 "eval",
@@ -241,6 +252,10 @@ async fn main() -> Result<()> {
             .await?;
         }
         out.insert("click_to_first_frame_ms".into(), summary(first));
+        out.insert(
+            "click_to_first_frame_steps_p50_ms".into(),
+            steps.into_iter().map(|(k, v)| (k, summary(v)["p50"].clone())).collect::<serde_json::Map<_, _>>().into(),
+        );
 
         call(&mut b, "goto", json!({"name": "alice", "url": url})).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -277,6 +292,7 @@ async fn main() -> Result<()> {
         let mut decode = col("decode_present");
         decode.sort_by(|a, b| a.total_cmp(b));
         out.insert("input_to_photon_ms".into(), summary(col("total")));
+        out.insert("input_to_expected_display_ms".into(), summary(col("displayed")));
         out.insert(
             "breakdown_p50_ms".into(),
             json!({
