@@ -119,7 +119,17 @@ const list = {
     const body = document.querySelector("#sessions tbody");
     body.replaceChildren(...sessions.slice(0, 20).map((s) => {
       const tr = document.createElement("tr");
-      tr.append(farm.cell(s.id), farm.cell(s.kind), farm.cell(s.device_id), farm.cell(s.user), farm.cell(s.mode),
+      const device = farm.cell(s.device_id);
+      // A running automation session can be watched live, read-only, by its owner and admins.
+      const mine = farm.me && (s.user === farm.me.name || farm.me.role === "admin");
+      if (!s.ended_at && s.kind === "webdriver" && mine && s.device_id) {
+        const watch = document.createElement("a");
+        watch.href = `/device/${encodeURIComponent(s.device_id)}?watch=1`;
+        watch.textContent = " watch";
+        watch.className = "watch";
+        device.append(watch);
+      }
+      tr.append(farm.cell(s.id), farm.cell(s.kind), device, farm.cell(s.user), farm.cell(s.mode),
         farm.cell(s.started_at), farm.cell(s.ended_at || "running"), farm.cell(s.end_reason));
       return tr;
     }));

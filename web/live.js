@@ -74,7 +74,11 @@ const live = {
       live.note("The device is " + d.state + ".");
       return;
     }
-    if (d.state === "reserved" && d.holder === farm.me.name) {
+    // ?watch=1 (the "watch" link of an automation session): read-only, whoever holds it.
+    if (d.state === "reserved" && new URLSearchParams(location.search).get("watch") === "1") {
+      live.note(`Watching ${d.holder}'s session (read-only).`);
+      live.connect(true);
+    } else if (d.state === "reserved" && d.holder === farm.me.name) {
       show("release", true);
       live.connect(false);
     } else if (d.state === "available") {

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::domain::Role;
 use crate::fleet::FleetConfig;
+use crate::grid::GridConfig;
 use crate::live::{IceConfig, LiveConfig};
 use crate::store::Store;
 
@@ -82,6 +83,18 @@ pub struct ServeArgs {
     ///  "sites": {"paris": {...}}}. TURN credentials are minted per session (coturn --use-auth-secret).
     #[arg(long, env = "FARM_ICE_CONFIG")]
     pub ice_config: Option<PathBuf>,
+    /// WebDriver: a session with no command for this long is deleted and its lease ends `idle`, in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub webdriver_idle_secs: u64,
+    /// WebDriver: how long a new-session request waits for a slot unless it sets farm:queueTimeout, in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub webdriver_queue_secs: u64,
+    /// WebDriver: how long a slot may take to answer one command (or create a session), in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub webdriver_response_secs: u64,
+    /// WebDriver: the largest request body (e.g. an app upload) forwarded to a slot, in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub webdriver_max_body_mib: u64,
 }
 
 impl ServeArgs {
@@ -101,6 +114,16 @@ impl ServeArgs {
             allow_observers: self.allow_observers,
             ..LiveConfig::default()
         })
+    }
+
+    pub fn grid_config(&self) -> GridConfig {
+        GridConfig {
+            idle_timeout: Duration::from_secs(self.webdriver_idle_secs),
+            queue_timeout: Duration::from_secs(self.webdriver_queue_secs),
+            response_timeout: Duration::from_secs(self.webdriver_response_secs),
+            max_request_bytes: self.webdriver_max_body_mib * 1024 * 1024,
+            ..GridConfig::default()
+        }
     }
 
     pub fn fleet_config(&self) -> FleetConfig {

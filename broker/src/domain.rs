@@ -164,6 +164,8 @@ pub enum EndReason {
     DeviceLost,
     NodeLost,
     Admin,
+    /// A WebDriver session saw no command for the grid's idle timeout.
+    Idle,
 }
 
 impl EndReason {
@@ -174,6 +176,7 @@ impl EndReason {
             EndReason::DeviceLost => "device_lost",
             EndReason::NodeLost => "node_lost",
             EndReason::Admin => "admin",
+            EndReason::Idle => "idle",
         }
     }
 
@@ -184,6 +187,7 @@ impl EndReason {
             EndReason::DeviceLost,
             EndReason::NodeLost,
             EndReason::Admin,
+            EndReason::Idle,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -339,6 +343,7 @@ mod tests {
             EndReason::DeviceLost,
             EndReason::NodeLost,
             EndReason::Admin,
+            EndReason::Idle,
         ] {
             assert_eq!(EndReason::parse(r.as_str()), Some(r));
         }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fleet;
+pub mod grid;
 pub mod grpc;
 pub mod http;
 pub mod live;

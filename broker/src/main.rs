@@ -30,8 +30,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-            farm_broker::app::serve(listener, &url, args.fleet_config(), live, shutdown_signal())
-                .await?;
+            let configs = (args.fleet_config(), live, args.grid_config());
+            farm_broker::app::serve_with(listener, &url, configs, shutdown_signal()).await?;
             Ok(())
         }
         Command::Token(TokenCommand::Create {

@@ -154,6 +154,16 @@ impl ReservationService for FakeBroker {
             leases: vec![lease("busy-1")],
         }))
     }
+
+    async fn list_sessions(
+        &self,
+        request: Request<farm_proto::v1::ListSessionsRequest>,
+    ) -> Result<Response<farm_proto::v1::ListSessionsResponse>, Status> {
+        authorize(&request)?;
+        Ok(Response::new(
+            farm_proto::v1::ListSessionsResponse::default(),
+        ))
+    }
 }
 
 /// Serves the fake on 127.0.0.1:0 for as long as the test's runtime lives.

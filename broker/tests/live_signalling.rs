@@ -199,13 +199,17 @@ async fn the_holder_negotiates_through_the_broker_and_the_session_is_recorded() 
             reason: "viewer left".into()
         }))
     );
-    let (status, body) = http_get(&b.url, "/api/v1/sessions", Some(&b.admin)).await;
-    assert_eq!(status, 200, "{body}");
-    let sessions: Value = serde_json::from_str(&body).expect("json");
+    // The record is written after the node is told: poll for it.
+    let sessions: Value =
+        common::eventually(Duration::from_secs(5), "session end recorded", || async {
+            let (status, body) = http_get(&b.url, "/api/v1/sessions", Some(&b.admin)).await;
+            let sessions: Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && sessions[0]["end_reason"] == "viewer left").then_some(sessions)
+        })
+        .await;
     assert_eq!(sessions[0]["id"], session.as_str());
     assert_eq!(sessions[0]["user"], "alice");
     assert_eq!(sessions[0]["mode"], "control");
-    assert_eq!(sessions[0]["end_reason"], "viewer left");
 }
 
 #[tokio::test]

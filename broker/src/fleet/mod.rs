@@ -101,6 +101,22 @@ pub enum FleetEvent {
     NodeLost(String),
 }
 
+/// What the WebDriver grid needs to place sessions: every connected node's slots and the devices.
+#[derive(Debug, Clone, Default)]
+pub struct GridView {
+    pub nodes: Vec<NodeSlots>,
+    pub devices: Vec<DeviceView>,
+}
+
+/// One connected node's slots, and a weak handle on its outbound stream: the grid
+/// upgrades it per send, so the stream still ends when the fleet drops the node.
+#[derive(Debug, Clone)]
+pub struct NodeSlots {
+    pub node: Node,
+    pub slots: Vec<Slot>,
+    pub outbound: mpsc::WeakSender<pb::BrokerMessage>,
+}
+
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Default)]
 pub struct FleetStats {
@@ -169,6 +185,14 @@ enum Request {
         node_id: String,
         message: pb::BrokerMessage,
         reply: Reply<()>,
+    },
+    GridView {
+        reply: oneshot::Sender<GridView>,
+    },
+    EndLease {
+        lease_id: String,
+        reason: EndReason,
+        reply: Reply<Lease>,
     },
 }
 
@@ -305,6 +329,21 @@ impl Fleet {
         .await?
     }
 
+    /// Connected nodes with their WebDriver slots, and every device (for the grid).
+    pub async fn grid_view(&self) -> Result<GridView> {
+        self.call(|reply| Request::GridView { reply }).await
+    }
+
+    /// Ends an active lease for the broker itself (e.g. the grid's idle timeout), with `reason`.
+    pub async fn end_lease(&self, lease_id: String, reason: EndReason) -> Result<Lease> {
+        self.call(|reply| Request::EndLease {
+            lease_id,
+            reason,
+            reply,
+        })
+        .await?
+    }
+
     /// Device changes from now on (subscribe before reading the snapshot).
     pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
         self.events.subscribe()
@@ -419,6 +458,34 @@ impl Actor {
                         "node {node_id} is not connected"
                     ))),
                 };
+                let _ = reply.send(result);
+            }
+            Request::GridView { reply } => {
+                let nodes = self
+                    .nodes
+                    .values()
+                    .map(|n| NodeSlots {
+                        node: n.node.clone(),
+                        slots: n.slots.clone(),
+                        outbound: n.outbound.downgrade(),
+                    })
+                    .collect();
+                let devices = self.inventory.views().collect();
+                let _ = reply.send(GridView { nodes, devices });
+            }
+            Request::EndLease {
+                lease_id,
+                reason,
+                reply,
+            } => {
+                let result = if self.inventory.lease(&lease_id).is_none() {
+                    Err(self.inactive_lease_error(&lease_id).await)
+                } else {
+                    self.end_lease_now(&lease_id, reason, now).await
+                };
+                if result.is_ok() {
+                    self.serve_waiters(now).await;
+                }
                 let _ = reply.send(result);
             }
         }

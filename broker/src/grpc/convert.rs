@@ -135,9 +135,25 @@ pub fn lease_to_pb(l: &Lease) -> pb::Lease {
             Some(EndReason::DeviceLost) => pb::EndReason::DeviceLost,
             Some(EndReason::NodeLost) => pb::EndReason::NodeLost,
             Some(EndReason::Admin) => pb::EndReason::Admin,
+            Some(EndReason::Idle) => pb::EndReason::Idle,
         } as i32,
         ended_at: l.ended_at.map(timestamp_from_millis),
         ttl_seconds: (l.ttl_ms / 1000) as u32,
+    }
+}
+
+pub fn session_to_pb(s: &crate::domain::SessionRecord) -> pb::SessionInfo {
+    pb::SessionInfo {
+        session_id: s.id.clone(),
+        kind: s.kind.as_str().to_string(),
+        device_id: s.device_id.clone(),
+        holder: s.holder.clone(),
+        mode: s.mode.clone(),
+        capabilities_json: s.capabilities.clone(),
+        lease_id: s.lease_id.clone().unwrap_or_default(),
+        started_at: Some(timestamp_from_millis(s.started_at)),
+        ended_at: s.ended_at.map(timestamp_from_millis),
+        end_reason: s.end_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Api {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub live: crate::live::LiveHub,
+    /// The WebDriver grid (`/session`, `/status`).
+    pub grid: crate::grid::Grid,
     /// Whether non-holders may watch live screens (admins always may).
     pub allow_observers: bool,
 }

@@ -83,8 +83,8 @@ fn node_event(msg: Msg) -> Result<NodeEvent> {
             check_required("live session_id", &signal.session_id)?;
             Ok(NodeEvent::Live(signal))
         }
-        Msg::HttpResponse(_) | Msg::HttpBody(_) => Err(Error::invalid_argument(
-            "this broker does not handle WebDriver messages yet",
+        Msg::HttpResponse(_) | Msg::HttpBody(_) => Err(Error::internal(
+            "WebDriver messages go to the grid, not the fleet",
         )),
         Msg::Result(r) => Ok(NodeEvent::CommandResult {
             id: r.id,
@@ -122,9 +122,14 @@ impl pb::node_service_server::NodeService for Api {
         let session = self.fleet.node_connect(node, conn).await?;
         let (errors_tx, errors_rx) = tokio::sync::mpsc::channel::<pb::BrokerMessage>(16);
         let fleet = self.fleet.clone();
+        let grid = self.grid.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
+                    // WebDriver bodies go straight to the grid, not through the fleet actor.
+                    Ok(Some(pb::NodeMessage {
+                        msg: Some(msg @ (Msg::HttpResponse(_) | Msg::HttpBody(_))),
+                    })) => grid.from_node(&node_id, msg).await,
                     Ok(Some(pb::NodeMessage { msg: Some(msg) })) => match node_event(msg) {
                         Ok(event) => fleet.node_event(&node_id, conn, event).await,
                         Err(e) => {

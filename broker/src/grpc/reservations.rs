@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use farm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::convert::{check_required, check_string, lease_to_pb, selector};
+use super::convert::{check_required, check_string, lease_to_pb, selector, session_to_pb};
 use super::{Api, CLIENT_ROLES};
 use crate::domain::Target;
 use crate::error::Error;
@@ -89,6 +89,30 @@ impl pb::reservation_service_server::ReservationService for Api {
         let leases = self.store.list_leases(&query).await?;
         Ok(Response::new(pb::ListReservationsResponse {
             leases: leases.iter().map(lease_to_pb).collect(),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.caller(&req, CLIENT_ROLES).await?;
+        let req = req.into_inner();
+        if !matches!(req.kind.as_str(), "" | "live" | "webdriver") {
+            return Err(Error::invalid_argument(format!(
+                "unknown session kind {:?}: use live or webdriver (or leave it empty)",
+                req.kind
+            ))
+            .into());
+        }
+        check_string("holder", &req.holder)?;
+        let limit = if req.limit == 0 { 100 } else { req.limit };
+        let sessions = self
+            .store
+            .query_sessions(&req.kind, &req.holder, limit)
+            .await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.iter().map(session_to_pb).collect(),
         }))
     }
 }

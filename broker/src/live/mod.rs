@@ -187,6 +187,7 @@ pub fn lease_end_message(reason: Option<EndReason>) -> &'static str {
         Some(EndReason::DeviceLost) => "device disconnected",
         Some(EndReason::NodeLost) => "node lost",
         Some(EndReason::Admin) => "lease ended by an admin",
+        Some(EndReason::Idle) => "session idle for too long",
         None => "lease ended",
     }
 }

@@ -59,6 +59,26 @@ impl Store {
         Ok(())
     }
 
+    /// Sessions newest first, of one kind and one holder when those are not empty.
+    pub async fn query_sessions(
+        &self,
+        kind: &str,
+        holder: &str,
+        limit: u32,
+    ) -> Result<Vec<SessionRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, device_id, holder, mode, capabilities, lease_id, started_at, ended_at, end_reason
+             FROM sessions WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR holder = $2)
+             ORDER BY started_at DESC, id DESC LIMIT $3",
+        )
+        .bind(kind)
+        .bind(holder)
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     /// Sessions newest first.
     pub async fn list_sessions(&self, limit: u32) -> Result<Vec<SessionRecord>> {
         let rows = sqlx::query(

@@ -53,6 +53,15 @@ pub async fn start_with(config: FleetConfig) -> TestBroker {
 }
 
 pub async fn start_full(config: FleetConfig, live: LiveConfig) -> TestBroker {
+    start_all(config, live, farm_broker::grid::GridConfig::default()).await
+}
+
+/// A broker with every part's settings given (fleet, live, grid).
+pub async fn start_all(
+    config: FleetConfig,
+    live: LiveConfig,
+    grid: farm_broker::grid::GridConfig,
+) -> TestBroker {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = Store::sqlite_url(dir.path());
     let store = Store::open(&db_url).await.expect("store opens");
@@ -80,7 +89,9 @@ pub async fn start_full(config: FleetConfig, live: LiveConfig) -> TestBroker {
         let shutdown = async {
             let _ = rx.await;
         };
-        if let Err(e) = farm_broker::app::serve(listener, &db, config, live, shutdown).await {
+        if let Err(e) =
+            farm_broker::app::serve_with(listener, &db, (config, live, grid), shutdown).await
+        {
             panic!("broker failed: {e}");
         }
     });

@@ -89,6 +89,28 @@ impl Browser {
         }
     }
 
+    /// Repeats a command until `check` accepts its result; panics after `within` with the last one.
+    pub async fn poll(
+        &mut self,
+        cmd: &str,
+        args: Value,
+        within: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.must(cmd, args.clone()).await;
+            if check(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{cmd} {args}: condition not met within {within:?}; last {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn read_answer(&mut self, id: u64) -> Result<Value, String> {
         loop {
             let line = match tokio::time::timeout(CALL_TIMEOUT, self.stdout.next_line()).await {

@@ -12,6 +12,7 @@ Examples:
   farmctl reserve --device R58M1234ABC --ttl 600
   farmctl reserve --model 'Pixel 7' --tag usb3 --wait 120
   farmctl reservations --all --holder ci
+  farmctl sessions --kind webdriver --holder ci
 
 In scripts, use --json (stable keys, RFC 3339 UTC times) with jq, or reserve -q:
   LEASE=$(farmctl --json reserve --platform android --wait 300 | jq -r .lease_id)
@@ -95,6 +96,8 @@ pub enum Command {
     },
     /// List leases: the active ones, newest first (with --all, ended ones too).
     Reservations(ReservationsArgs),
+    /// List sessions (live and WebDriver), newest first: who, device, when, why it ended.
+    Sessions(SessionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +167,19 @@ pub struct ReservationsArgs {
     #[arg(long, value_name = "NAME")]
     pub holder: Option<String>,
     /// At most N leases [default: the broker's, 100].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Only sessions of this kind: live or webdriver.
+    #[arg(long, value_parser = ["live", "webdriver"])]
+    pub kind: Option<String>,
+    /// Only sessions of this token name.
+    #[arg(long, value_name = "NAME")]
+    pub holder: Option<String>,
+    /// At most N sessions [default: the broker's, 100].
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
 }

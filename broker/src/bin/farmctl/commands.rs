@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::cli::{Cli, Command, DevicesArgs, ReservationsArgs, ReserveArgs, StateFilter};
 use crate::client::Broker;
 use crate::error::CliError;
-use crate::{output, table};
+use crate::{output, sessions, table};
 
 /// Runs the command and returns what goes to stdout.
 pub async fn run(cli: Cli) -> Result<String, CliError> {
@@ -88,6 +88,21 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 output::leases_json(&leases)
             } else {
                 table::leases_table(&leases, now)
+            })
+        }
+        Command::Sessions(args) => {
+            let list = match broker
+                .reservations
+                .list_sessions(sessions::request(&args))
+                .await
+            {
+                Ok(response) => response.into_inner().sessions,
+                Err(status) => return Err(broker.error(status)),
+            };
+            Ok(if json {
+                sessions::sessions_json(&list)
+            } else {
+                sessions::sessions_table(&list)
             })
         }
     }

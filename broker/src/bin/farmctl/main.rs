@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod error;
 mod output;
+mod sessions;
 mod table;
 
 use std::io::Write as _;

@@ -69,7 +69,7 @@ pub struct LeaseJson {
     pub expires_at: Option<String>,
     pub ttl_seconds: u32,
     pub fencing_token: u64,
-    /// released | expired | device_lost | node_lost | admin; null while active.
+    /// released | expired | device_lost | node_lost | admin | idle; null while active.
     pub end_reason: Option<&'static str>,
     pub ended_at: Option<String>,
 }
@@ -148,6 +148,7 @@ pub fn end_reason_name(reason: i32) -> Option<&'static str> {
         Ok(EndReason::DeviceLost) => Some("device_lost"),
         Ok(EndReason::NodeLost) => Some("node_lost"),
         Ok(EndReason::Admin) => Some("admin"),
+        Ok(EndReason::Idle) => Some("idle"),
         Err(_) => Some("unknown"),
     }
 }
@@ -361,7 +362,7 @@ pub(crate) mod tests {
                 "unknown"
             ]
         );
-        let reasons: Vec<_> = (0..=6).map(end_reason_name).collect();
+        let reasons: Vec<_> = (0..=7).map(end_reason_name).collect();
         assert_eq!(
             reasons,
             [
@@ -371,6 +372,7 @@ pub(crate) mod tests {
                 Some("device_lost"),
                 Some("node_lost"),
                 Some("admin"),
+                Some("idle"),
                 Some("unknown")
             ]
         );

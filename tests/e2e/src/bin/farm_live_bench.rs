@@ -236,7 +236,12 @@ async fn main() -> Result<()> {
             first.push(ms.as_f64().unwrap_or(f64::NAN));
             wait_live(&mut b, "alice").await?;
             // Where the time went: each step of the page's timeline, from the click.
-            let timeline = call(&mut b, "eval", json!({"name": "alice", "js": "window.livePage.timeline"})).await?;
+            let timeline = call(
+                &mut b,
+                "eval",
+                json!({"name": "alice", "js": "window.livePage.timeline"}),
+            )
+            .await?;
             if let (Some(t), Some(start)) = (timeline.as_object(), timeline["reserve"].as_f64()) {
                 for (step, at) in t {
                     if let Some(at) = at.as_f64() {
@@ -254,7 +259,11 @@ async fn main() -> Result<()> {
         out.insert("click_to_first_frame_ms".into(), summary(first));
         out.insert(
             "click_to_first_frame_steps_p50_ms".into(),
-            steps.into_iter().map(|(k, v)| (k, summary(v)["p50"].clone())).collect::<serde_json::Map<_, _>>().into(),
+            steps
+                .into_iter()
+                .map(|(k, v)| (k, summary(v)["p50"].clone()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
         );
 
         call(&mut b, "goto", json!({"name": "alice", "url": url})).await?;
@@ -292,7 +301,10 @@ async fn main() -> Result<()> {
         let mut decode = col("decode_present");
         decode.sort_by(|a, b| a.total_cmp(b));
         out.insert("input_to_photon_ms".into(), summary(col("total")));
-        out.insert("input_to_expected_display_ms".into(), summary(col("displayed")));
+        out.insert(
+            "input_to_expected_display_ms".into(),
+            summary(col("displayed")),
+        );
         out.insert(
             "breakdown_p50_ms".into(),
             json!({
