@@ -1,8 +1,10 @@
 """Measures WebDriver latency straight to chromedriver, through the farm broker, and through a Selenium Grid 3 hub.
 
-usage: bench_grid.py RUNS SESSIONS COMMANDS NAME=URL[=AUTH] ...   (the first NAME is the direct baseline)
+usage: bench_grid.py [--caps JSON] [--command SUFFIX] RUNS SESSIONS COMMANDS NAME=URL ...   (the first NAME is the direct baseline)
+--caps: the alwaysMatch capabilities of every new session (default: headless Chromium);
+--command: the timed GET, /session/ID/SUFFIX (default: title).
 Per run and target: SESSIONS new sessions (POST /session, timed, then DELETE), then COMMANDS
-`GET /session/ID/title` on one session over one keep-alive connection. Prints p50s per run,
+`GET /session/ID/title` (or --command) on one session over one keep-alive connection. Prints p50s per run,
 medians over runs, the added latency versus the baseline and the ratio between the proxies.
 """
 import base64
@@ -19,6 +21,7 @@ CAPS = {"capabilities": {"alwaysMatch": {
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]},
 }}}
+COMMAND = "title"
 
 
 class Target:
@@ -44,6 +47,8 @@ class Target:
 
     def new_session(self):
         v = self.call("POST", "/session", CAPS)
+        if v is None:
+            raise RuntimeError(f"{self.name} POST /session: empty answer")
         return v["value"]["sessionId"] if "sessionId" in v.get("value", {}) else v["sessionId"]
 
 
@@ -59,19 +64,28 @@ def run(target, sessions, commands):
         created.append((time.perf_counter() - t) * 1000)
         target.call("DELETE", f"/session/{sid}")
     sid = target.new_session()
-    target.call("GET", f"/session/{sid}/title")  # warm
+    target.call("GET", f"/session/{sid}/{COMMAND}")  # warm
     took = []
     for _ in range(commands):
         t = time.perf_counter()
-        target.call("GET", f"/session/{sid}/title")
+        target.call("GET", f"/session/{sid}/{COMMAND}")
         took.append((time.perf_counter() - t) * 1000)
     target.call("DELETE", f"/session/{sid}")
     return p50(created), p50(took)
 
 
 def main():
-    runs, sessions, commands = (int(a) for a in sys.argv[1:4])
-    targets = [Target(s) for s in sys.argv[4:]]
+    global CAPS
+    global COMMAND
+    argv = sys.argv[1:]
+    while argv[:1] in (["--caps"], ["--command"]):
+        if argv[0] == "--caps":
+            CAPS = {"capabilities": {"alwaysMatch": json.loads(argv[1])}}
+        else:
+            COMMAND = argv[1]
+        argv = argv[2:]
+    runs, sessions, commands = (int(a) for a in argv[:3])
+    targets = [Target(s) for s in argv[3:]]
     results = {t.name: [] for t in targets}
     for r in range(runs):
         for t in targets:  # interleaved, so drift hits every target alike
@@ -89,8 +103,12 @@ def main():
     names = [t.name for t in targets[1:]]
     if len(names) == 2:
         a, b = names
-        add = lambda n, i: max(med[n][i] - med[base][i], 0.001)
-        print(f"\nratio added latency {a}:{b}: command 1:{add(b, 1) / add(a, 1):.1f}, new-session 1:{add(b, 0) / add(a, 0):.1f}")
+        def ratio(i):
+            ours, theirs = med[a][i] - med[base][i], med[b][i] - med[base][i]
+            if ours <= 0:
+                return f"{a} adds nothing measurable ({ours:+.3f} ms), {b} adds {theirs:+.3f} ms"
+            return f"1:{theirs / ours:.1f}"
+        print(f"\nratio added latency {a}:{b}: command {ratio(1)}; new-session {ratio(0)}")
 
 
 if __name__ == "__main__":

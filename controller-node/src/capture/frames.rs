@@ -10,6 +10,8 @@ use super::{VideoFrame, VideoSize};
 
 /// The shortest time between two keyframe requests sent to one device.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// The least time between a keyframe request and one for a viewer that just connected.
+pub const KEYFRAME_URGENT_FLOOR: Duration = Duration::from_millis(100);
 
 /// Turns config packets and frames (or raw access units) into [`VideoFrame`]s.
 #[derive(Debug, Default)]
@@ -139,6 +141,22 @@ impl KeyframeLimiter {
         false
     }
 
+    /// A viewer just became able to receive (its WebRTC connection is up) and has seen no
+    /// keyframe: only the short `KEYFRAME_URGENT_FLOOR` applies, not the whole interval.
+    /// `true` means: send the request now (otherwise it stays pending as usual).
+    pub fn request_urgent(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_sent
+            .is_none_or(|last| now.saturating_duration_since(last) >= KEYFRAME_URGENT_FLOOR);
+        if due {
+            self.pending = false;
+            self.last_sent = Some(now);
+            return true;
+        }
+        self.pending = true;
+        false
+    }
+
     /// A keyframe went out: it answers every request made before it.
     pub fn keyframe_seen(&mut self) {
         self.pending = false;
@@ -152,6 +170,26 @@ mod tests {
     use crate::capture::h264::tests::TESTSRC;
 
     const SPS_PPS: &[u8] = &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE];
+
+    #[test]
+    fn a_viewer_that_just_connected_waits_only_the_short_floor() {
+        let t0 = Instant::now();
+        let mut limiter = KeyframeLimiter::new(Duration::from_millis(500));
+        assert!(limiter.request(t0), "the first request goes out");
+        assert!(
+            !limiter.request_urgent(t0 + Duration::from_millis(50)),
+            "inside the floor"
+        );
+        assert!(
+            limiter.request_urgent(t0 + Duration::from_millis(150)),
+            "past the floor"
+        );
+        assert!(
+            !limiter.request(t0 + Duration::from_millis(200)),
+            "ordinary requests keep the interval"
+        );
+        assert_eq!(limiter.deadline(), Some(t0 + Duration::from_millis(650)));
+    }
 
     #[test]
     fn config_goes_in_front_of_every_keyframe_only() {

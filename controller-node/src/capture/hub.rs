@@ -82,6 +82,8 @@ enum CaptureState {
 enum Command {
     Subscribe(oneshot::Sender<broadcast::Receiver<Arc<VideoFrame>>>),
     RequestKeyframe,
+    /// A viewer became able to receive and has no keyframe yet.
+    ViewerReady,
 }
 
 /// What viewers of one capture share; when the last one drops, the capture task's command
@@ -283,6 +285,12 @@ impl Viewer {
         let _ = self.shared.commands.try_send(Command::RequestKeyframe);
     }
 
+    /// This viewer can receive now (e.g. its WebRTC connection is up) and needs a keyframe
+    /// to start: requested at once unless one was asked for in the last 100 ms.
+    pub fn viewer_ready(&self) {
+        let _ = self.shared.commands.try_send(Command::ViewerReady);
+    }
+
     /// Injects input; returns once the device side accepted it (scrcpy: written to the
     /// control socket; screenrecord: the `input` command ran, if the message makes one).
     pub async fn control(&self, msg: ControlMessage) -> Result<(), CaptureError> {
@@ -426,6 +434,12 @@ impl CaptureTask {
         let wants_keyframe = match command {
             Command::Subscribe(reply) => reply.send(self.frames.subscribe()).is_ok(),
             Command::RequestKeyframe => true,
+            Command::ViewerReady => {
+                if limiter.request_urgent(now()) {
+                    source.request_keyframe();
+                }
+                false
+            }
         };
         if wants_keyframe && limiter.request(now()) {
             source.request_keyframe();

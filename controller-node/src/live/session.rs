@@ -386,7 +386,7 @@ impl<'a> Session<'a> {
                 // while the viewer was still connecting may be gone, so ask for a fresh
                 // one now that media can flow (rate-limited by the capture).
                 if state == RTCPeerConnectionState::Connected {
-                    self.viewer.request_keyframe();
+                    self.viewer.viewer_ready();
                 }
             }
             PeerEvent::DataChannel(channel) => {

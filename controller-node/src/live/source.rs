@@ -25,6 +25,10 @@ pub trait LiveViewer: Send + Sync + 'static {
     fn take_frames(&mut self) -> broadcast::Receiver<Arc<VideoFrame>>;
     /// Asks the device for a keyframe (rate-limited by the capture).
     fn request_keyframe(&self);
+    /// This viewer's connection is up and it needs a keyframe to start (a short floor only).
+    fn viewer_ready(&self) {
+        self.request_keyframe();
+    }
     /// Injects input into the device.
     fn control(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), String>>;
     /// The current video size; changes on rotation.
@@ -60,6 +64,10 @@ impl LiveViewer for Viewer {
 
     fn request_keyframe(&self) {
         Viewer::request_keyframe(self);
+    }
+
+    fn viewer_ready(&self) {
+        Viewer::viewer_ready(self);
     }
 
     fn control(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), String>> {
