@@ -102,6 +102,8 @@ pub struct KeyframeLimiter {
     interval: Duration,
     last_sent: Option<Instant>,
     pending: bool,
+    /// The pending request is for a viewer that just connected: it waits only the floor.
+    urgent: bool,
 }
 
 impl KeyframeLimiter {
@@ -110,6 +112,7 @@ impl KeyframeLimiter {
             interval,
             last_sent: None,
             pending: false,
+            urgent: false,
         }
     }
 
@@ -119,47 +122,50 @@ impl KeyframeLimiter {
         self.poll(now)
     }
 
+    /// A viewer just became able to receive (its WebRTC connection is up) and has seen no
+    /// keyframe: only the short `KEYFRAME_URGENT_FLOOR` applies, not the whole interval.
+    /// `true` means: send the request now.
+    pub fn request_urgent(&mut self, now: Instant) -> bool {
+        self.pending = true;
+        self.urgent = true;
+        self.poll(now)
+    }
+
+    fn wait(&self) -> Duration {
+        if self.urgent {
+            KEYFRAME_URGENT_FLOOR
+        } else {
+            self.interval
+        }
+    }
+
     /// When a pending request may be sent (call [`Self::poll`] then).
     pub fn deadline(&self) -> Option<Instant> {
         // A request with nothing sent before goes out at once, so `last_sent` is set
         // whenever one is pending.
         self.last_sent
             .filter(|_| self.pending)
-            .map(|last| last + self.interval)
+            .map(|last| last + self.wait())
     }
 
     /// `true` means: send the pending request now.
     pub fn poll(&mut self, now: Instant) -> bool {
         let due = self
             .last_sent
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.wait());
         if self.pending && due {
             self.pending = false;
+            self.urgent = false;
             self.last_sent = Some(now);
             return true;
         }
-        false
-    }
-
-    /// A viewer just became able to receive (its WebRTC connection is up) and has seen no
-    /// keyframe: only the short `KEYFRAME_URGENT_FLOOR` applies, not the whole interval.
-    /// `true` means: send the request now (otherwise it stays pending as usual).
-    pub fn request_urgent(&mut self, now: Instant) -> bool {
-        let due = self
-            .last_sent
-            .is_none_or(|last| now.saturating_duration_since(last) >= KEYFRAME_URGENT_FLOOR);
-        if due {
-            self.pending = false;
-            self.last_sent = Some(now);
-            return true;
-        }
-        self.pending = true;
         false
     }
 
     /// A keyframe went out: it answers every request made before it.
     pub fn keyframe_seen(&mut self) {
         self.pending = false;
+        self.urgent = false;
     }
 }
 
@@ -174,21 +180,21 @@ mod tests {
     #[test]
     fn a_viewer_that_just_connected_waits_only_the_short_floor() {
         let t0 = Instant::now();
-        let mut limiter = KeyframeLimiter::new(Duration::from_millis(500));
+        let ms = Duration::from_millis;
+        let mut limiter = KeyframeLimiter::new(ms(500));
         assert!(limiter.request(t0), "the first request goes out");
-        assert!(
-            !limiter.request_urgent(t0 + Duration::from_millis(50)),
-            "inside the floor"
+        assert!(!limiter.request_urgent(t0 + ms(50)), "inside the floor");
+        assert_eq!(
+            limiter.deadline(),
+            Some(t0 + ms(100)),
+            "served at the floor, not the interval"
         );
+        assert!(limiter.poll(t0 + ms(100)));
         assert!(
-            limiter.request_urgent(t0 + Duration::from_millis(150)),
-            "past the floor"
-        );
-        assert!(
-            !limiter.request(t0 + Duration::from_millis(200)),
+            !limiter.request(t0 + ms(200)),
             "ordinary requests keep the interval"
         );
-        assert_eq!(limiter.deadline(), Some(t0 + Duration::from_millis(650)));
+        assert_eq!(limiter.deadline(), Some(t0 + ms(600)));
     }
 
     #[test]
