@@ -96,7 +96,7 @@ pub struct Cli {
     #[arg(long, env = "FARM_WEBRTC_PORTS", value_name = "MIN-MAX")]
     pub webrtc_ports: Option<String>,
 
-    /// WebDriver slots (see GRID_CONTRACTS.md).
+    /// WebDriver slots (see proto/WEBDRIVER_LINK.md).
     #[command(flatten)]
     pub webdriver: WebDriverArgs,
 }

@@ -46,7 +46,7 @@ pub struct GridConfig {
     pub response_timeout: Duration,
     /// The largest request body (e.g. an app upload) the grid forwards.
     pub max_request_bytes: u64,
-    /// The largest new-session body (it is parsed whole; the node accepts 1 MiB, GRID_CONTRACTS.md).
+    /// The largest new-session body (it is parsed whole; the node accepts 1 MiB, proto/WEBDRIVER_LINK.md).
     pub max_new_session_bytes: usize,
 }
 

@@ -1,4 +1,4 @@
-//! WebDriver slots: the node's side of the Selenium/Appium grid (see GRID_CONTRACTS.md).
+//! WebDriver slots: the node's side of the Selenium/Appium grid (see proto/WEBDRIVER_LINK.md).
 //!
 //! - `config`: the `--appium`, `--appium-caps`, `--chromedriver`, `--browser-slots` flags;
 //! - `slots`: the slot inventory built from the online devices (sans-IO);

@@ -8,7 +8,7 @@
 //!    answers lease updates with a `CommandResult` (as farm-node does) and
 //!    answers proxied WebDriver requests with an in-process fake driver, over the
 //!    node stream exactly as a real node does (`http_response`, then `http_body`
-//!    chunks of at most 64 KiB, then an empty `end`; GRID_CONTRACTS.md);
+//!    chunks of at most 64 KiB, then an empty `end`; proto/WEBDRIVER_LINK.md);
 //! 2. waits until the broker's `/status` lists every slot;
 //! 3. runs `--clients` W3C clients (plain HTTP, one keep-alive connection each,
 //!    HTTP basic auth `NAME:TOKEN` as Selenium suites do) that loop: `POST /session`,
@@ -106,7 +106,7 @@ struct Args {
 
 /// A 1x1 PNG, as a real driver's screenshot answer carries it (base64).
 const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
-/// Largest body chunk a node sends (GRID_CONTRACTS.md).
+/// Largest body chunk a node sends (proto/WEBDRIVER_LINK.md).
 const CHUNK: usize = 64 * 1024;
 
 /// The W3C answer of the fake driver: status and JSON body.
