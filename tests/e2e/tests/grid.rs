@@ -277,3 +277,283 @@ async fn selenium_client_gets_headless_chromium_through_the_broker() {
     );
     assert!(stdout.contains("TITLE Farm grid page"), "{stdout}");
 }
+
+/// A farm for queue tests: `devices` simulated devices, Appium + fake driver behind one node.
+struct AppiumFarm {
+    _dir: tempfile::TempDir,
+    _adb: AdbServer,
+    _sim: Sim,
+    _appium: ChildProcess,
+    broker: Broker,
+    node: Node,
+    user: String,
+    app: PathBuf,
+}
+
+impl AppiumFarm {
+    async fn start(devices: usize, broker_args: &[&str]) -> AppiumFarm {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let adb = AdbServer::start().await;
+        let sim = Sim::start(adb.port(), devices).await;
+        let (appium, appium_url) = start_appium(dir.path()).await;
+        let broker = Broker::start(BrokerOpts {
+            extra_args: broker_args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })
+        .await;
+        let node_token = broker.token(Role::Node, "node-1");
+        let user = broker.token(Role::User, "ci");
+        let node = Node::start_with(
+            &broker.url(),
+            &node_token,
+            "lab",
+            "node-1",
+            adb.port(),
+            &[
+                "--appium",
+                &appium_url,
+                "--appium-caps",
+                r#"{"platformName":"Fake","appium:automationName":"Fake"}"#,
+            ],
+        )
+        .await;
+        wait_for_slots(&broker, &user, devices).await;
+        let app = dir.path().join("app.xml");
+        std::fs::write(&app, r#"<app width="720" height="1280"><title>T</title><MockButton id="go">Go</MockButton></app>"#)
+            .expect("app xml");
+        AppiumFarm {
+            _dir: dir,
+            _adb: adb,
+            _sim: sim,
+            _appium: appium,
+            broker,
+            node,
+            user,
+            app,
+        }
+    }
+
+    /// POST /session as user "ci" with the fake caps plus `extra`; returns (status, body).
+    fn new_session(
+        &self,
+        extra: serde_json::Value,
+    ) -> impl std::future::Future<Output = (u16, serde_json::Value)> + use<> {
+        let mut caps = serde_json::json!({
+            "platformName": "Fake",
+            "appium:automationName": "Fake",
+            "appium:app": self.app.display().to_string(),
+        });
+        if let (Some(c), Some(e)) = (caps.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        let url = format!("{}/session", self.broker.url());
+        let user = self.user.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .basic_auth("ci", Some(user))
+                .json(&serde_json::json!({"capabilities": {"alwaysMatch": caps}}))
+                .send()
+                .await
+                .expect("broker answers");
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or_default())
+        }
+    }
+
+    async fn command(
+        &self,
+        session: &str,
+        method: reqwest::Method,
+        suffix: &str,
+    ) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .request(
+                method,
+                format!("{}/session/{session}{suffix}", self.broker.url()),
+            )
+            .basic_auth("ci", Some(&self.user))
+            .send()
+            .await
+            .expect("broker answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    async fn queued(&self) -> Option<u64> {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/status", self.broker.url()))
+            .bearer_auth(&self.user)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["value"]["farm:queued"].as_u64()
+    }
+}
+
+fn session_id(body: &serde_json::Value) -> String {
+    body["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_four_clients_with_real_appium_queue_in_order() {
+    let farm = AppiumFarm::start(2, &[]).await;
+    let (s1, b1) = farm.new_session(serde_json::json!({})).await;
+    let (s2, b2) = farm.new_session(serde_json::json!({})).await;
+    assert_eq!((s1, s2), (200, 200), "{b1} {b2}");
+    let (first, second) = (session_id(&b1), session_id(&b2));
+
+    // Two more clients wait, in order.
+    let third = tokio::spawn(farm.new_session(serde_json::json!({})));
+    eventually(Duration::from_secs(10), || async {
+        (farm.queued().await? == 1).then_some(())
+    })
+    .await;
+    let fourth = tokio::spawn(farm.new_session(serde_json::json!({})));
+    eventually(Duration::from_secs(10), || async {
+        (farm.queued().await? == 2).then_some(())
+    })
+    .await;
+
+    // A client whose queue timeout passes gets `session not created` with the reason.
+    let (status, body) = farm
+        .new_session(serde_json::json!({"farm:queueTimeout": 1}))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["value"]["error"], "session not created", "{body}");
+    assert!(
+        body["value"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out")),
+        "{body}"
+    );
+
+    // A client that disconnects while waiting frees its place at once.
+    let leaver = tokio::spawn(farm.new_session(serde_json::json!({})));
+    eventually(Duration::from_secs(10), || async {
+        (farm.queued().await? == 3).then_some(())
+    })
+    .await;
+    leaver.abort();
+    eventually(Duration::from_secs(10), || async {
+        (farm.queued().await? == 2).then_some(())
+    })
+    .await;
+
+    // First come, first served.
+    let (status, _) = farm.command(&first, reqwest::Method::DELETE, "").await;
+    assert_eq!(status, 200);
+    let (s3, b3) = tokio::time::timeout(Duration::from_secs(30), third)
+        .await
+        .expect("third in time")
+        .expect("task");
+    assert_eq!(s3, 200, "{b3}");
+    assert!(!fourth.is_finished(), "the fourth client still waits");
+    let (status, _) = farm.command(&second, reqwest::Method::DELETE, "").await;
+    assert_eq!(status, 200);
+    let (s4, b4) = tokio::time::timeout(Duration::from_secs(30), fourth)
+        .await
+        .expect("fourth in time")
+        .expect("task");
+    assert_eq!(s4, 200, "{b4}");
+    for id in [session_id(&b3), session_id(&b4)] {
+        let (status, body) = farm
+            .command(&id, reqwest::Method::GET, "/window/rect")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        farm.command(&id, reqwest::Method::DELETE, "").await;
+    }
+    assert_eq!(farm.queued().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_and_a_killed_node_end_their_leases_with_real_appium() {
+    let mut farm = AppiumFarm::start(1, &["--webdriver-idle-secs", "2"]).await;
+    let lease_reason = |reason: pb::EndReason| {
+        let (url, token) = (farm.broker.url(), farm.user.clone());
+        async move {
+            eventually(Duration::from_secs(15), || {
+                let (url, token) = (url.clone(), token.clone());
+                async move {
+                    let all = leases(&url, &token).await;
+                    all.iter()
+                        .any(|l| {
+                            l.state == pb::LeaseState::Ended as i32 && l.end_reason == reason as i32
+                        })
+                        .then_some(())
+                }
+            })
+            .await;
+        }
+    };
+    // A device a tester holds (a live user's lease) is never given to a script.
+    let alice = farm.broker.token(Role::User, "alice");
+    let (devices, mut reservations) = farm_e2e::connect(&farm.broker.url(), &alice).await;
+    let device = devices
+        .clone()
+        .list_devices(pb::ListDevicesRequest::default())
+        .await
+        .expect("devices")
+        .into_inner()
+        .devices
+        .remove(0);
+    let held = reservations
+        .reserve(pb::ReserveRequest {
+            target: Some(pb::reserve_request::Target::DeviceId(device.id.clone())),
+            wait_seconds: 0,
+            ttl_seconds: 60,
+        })
+        .await
+        .expect("alice reserves")
+        .into_inner();
+    let (status, body) = farm
+        .new_session(serde_json::json!({"farm:queueTimeout": 1}))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["value"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("alice")),
+        "{body}"
+    );
+    reservations
+        .release(pb::ReleaseRequest {
+            lease_id: held.lease_id,
+        })
+        .await
+        .expect("release");
+
+    // An idle session is deleted and its lease ends `idle`.
+    let (status, body) = farm.new_session(serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let idle = session_id(&body);
+    lease_reason(pb::EndReason::Idle).await;
+    let (status, body) = farm
+        .command(&idle, reqwest::Method::GET, "/window/rect")
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["value"]["error"], "invalid session id", "{body}");
+
+    // SIGKILL of the node mid-session: a clear error, and the lease ends `node_lost`.
+    let (status, body) = farm.new_session(serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let live = session_id(&body);
+    farm.node.kill();
+    lease_reason(pb::EndReason::NodeLost).await;
+    let (status, body) = farm
+        .command(&live, reqwest::Method::GET, "/window/rect")
+        .await;
+    assert!(status >= 400, "{status} {body}");
+    assert!(
+        body["value"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("node")),
+        "the client is told the node went away: {body}"
+    );
+}
