@@ -48,6 +48,7 @@ pub mod broker;
 pub mod browser;
 pub mod coturn;
 pub mod grpc;
+pub mod measure;
 pub mod node;
 pub mod postgres;
 pub mod process;

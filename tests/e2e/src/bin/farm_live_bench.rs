@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use farm_e2e::measure::proc_cpu_secs;
 use farm_e2e::{AdbServer, Broker, BrokerOpts, Browser, Node, Role, Sim};
 use serde_json::{Value, json};
 
@@ -132,21 +133,11 @@ fn summary(mut v: Vec<f64>) -> Value {
     json!({"n": v.len(), "p50": percentile(&v, 0.5), "p95": percentile(&v, 0.95), "max": v.last().copied().unwrap_or(f64::NAN)})
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
-        + fields.get(12).context("stime")?.parse::<f64>()?;
-    Ok(ticks / 100.0)
-}
-
 async fn node_cpu_percent(pid: u32, seconds: u64) -> Result<f64> {
-    let start = cpu_seconds(pid)?;
+    let start = proc_cpu_secs(pid).context("node CPU")?;
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    Ok((cpu_seconds(pid)? - start) / t.elapsed().as_secs_f64() * 100.0)
+    Ok((proc_cpu_secs(pid).context("node CPU")? - start) / t.elapsed().as_secs_f64() * 100.0)
 }
 
 const INPUT_TO_PHOTON: &str = r#"async (n) => {

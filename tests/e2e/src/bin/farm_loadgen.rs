@@ -19,6 +19,7 @@
 //! Every fake node holds one TCP connection: raise the open-files limit
 //! (`ulimit -n 65536`) for both this process and the broker when `--nodes` is large.
 
+use farm_e2e::measure::{Latency, mb, micros, proc_cpu_secs, proc_memory, spawn_rss_sampler};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -305,10 +306,6 @@ impl ClientStats {
     }
 }
 
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
-}
-
 /// Reserves and releases until `end`; measures what completes in `[measure_from, end)`.
 async fn client_loop(
     args: Arc<Args>,
@@ -390,52 +387,11 @@ async fn client_loop(
 
 // ------------------------------------------------------------------ memory
 
-/// VmRSS and VmHWM (peak) of a process, in KiB.
-fn proc_memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// CPU time (user + system) of a process in seconds; assumes the usual 100 ticks/s.
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// The soft open-files limit of this process, from /proc/self/limits.
 fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Samples the broker's RSS every 100 ms until told to stop; returns the peak in KiB.
-fn spawn_rss_sampler(pid: u32, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let mut peak = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Some((rss, _)) = proc_memory(pid) {
-                        peak = peak.max(rss);
-                    }
-                }
-                _ = stop.changed() => return peak,
-            }
-        }
-    })
 }
 
 /// `farm_nodes_connected` from the broker's /metrics, when it can be read.
@@ -457,43 +413,6 @@ async fn nodes_connected_metric(args: &Args) -> Option<u64> {
 }
 
 // ------------------------------------------------------------------ report
-
-#[derive(Debug, Serialize)]
-struct Latency {
-    count: usize,
-    p50_ms: f64,
-    p95_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    mean_ms: f64,
-}
-
-impl Latency {
-    fn of(mut us: Vec<u32>) -> Latency {
-        us.sort_unstable();
-        let at = |q: f64| -> f64 {
-            if us.is_empty() {
-                return 0.0;
-            }
-            // Nearest rank: the smallest value with at least q of the samples at or below it.
-            let rank = ((q * us.len() as f64).ceil() as usize).clamp(1, us.len());
-            f64::from(us[rank - 1]) / 1000.0
-        };
-        let mean = if us.is_empty() {
-            0.0
-        } else {
-            us.iter().map(|&v| f64::from(v)).sum::<f64>() / us.len() as f64 / 1000.0
-        };
-        Latency {
-            count: us.len(),
-            p50_ms: at(0.50),
-            p95_ms: at(0.95),
-            p99_ms: at(0.99),
-            max_ms: us.last().map(|&v| f64::from(v) / 1000.0).unwrap_or(0.0),
-            mean_ms: mean,
-        }
-    }
-}
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -532,10 +451,6 @@ struct Report {
     broker_cpu_cores: Option<f64>,
     /// This process's CPU seconds per wall second during the measured window.
     loadgen_cpu_cores: Option<f64>,
-}
-
-fn mb(kib: u64) -> f64 {
-    (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
 impl Report {
