@@ -85,30 +85,8 @@ async fn start_appium(log_dir: &std::path::Path) -> (ChildProcess, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appium_python_client_gets_a_fake_device_through_the_broker() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let adb = AdbServer::start().await;
-    let _sim = Sim::start(adb.port(), 1).await;
-    let (_appium, appium_url) = start_appium(dir.path()).await;
-    let broker = Broker::start(BrokerOpts::default()).await;
-    let node_token = broker.token(Role::Node, "node-1");
-    let user = broker.token(Role::User, "ci");
-    let _node = Node::start_with(
-        &broker.url(),
-        &node_token,
-        "lab",
-        "node-1",
-        adb.port(),
-        &[
-            "--appium",
-            &appium_url,
-            "--appium-caps",
-            r#"{"platformName":"Fake","appium:automationName":"Fake"}"#,
-        ],
-    )
-    .await;
-    wait_for_slots(&broker, &user, 1).await;
-    let app = dir.path().join("app.xml");
-    std::fs::write(&app, r#"<app width="720" height="1280"><title>T</title><MockButton id="go">Go</MockButton></app>"#).expect("app xml");
+    let farm = AppiumFarm::start(1, &[]).await;
+    let (broker, user, app) = (&farm.broker, farm.user.clone(), farm.app.clone());
     let grid = format!("http://ci:{user}@{}", broker.addr());
     let mut script = Command::new(python())
         .arg(e2e_dir().join("python/appium_session.py"))

@@ -101,6 +101,27 @@ async fn poll(
     browser.poll(cmd, args, within, check).await
 }
 
+/// Opens `url` in a page named `name` and waits until `selector` shows.
+async fn open_when_visible(b: &mut Browser, name: &str, url: &str, selector: &str) {
+    b.must("open", json!({"name": name, "url": url})).await;
+    poll(
+        b,
+        "visible",
+        json!({"name": name, "selector": selector}),
+        Duration::from_secs(5),
+        |v| v == &json!(true),
+    )
+    .await;
+}
+
+/// Opens a free device's page, clicks "Reserve and go live" and waits for the live state.
+async fn reserve_and_go_live(b: &mut Browser, name: &str, url: &str, within: Duration) {
+    open_when_visible(b, name, url, "#reserve-go").await;
+    b.must("click", json!({"name": name, "selector": "#reserve-go"}))
+        .await;
+    wait_state(b, name, "live", within).await;
+}
+
 async fn wait_state(browser: &mut Browser, page: &str, wanted: &str, within: Duration) -> Value {
     poll(browser, "state", json!({"name": page}), within, |s| {
         s["state"] == wanted
@@ -139,19 +160,7 @@ async fn a_tester_reserves_a_device_and_drives_it_live() {
     let farm = LiveFarm::start(&[]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    b.must(
-        "open",
-        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
-    )
-    .await;
-    poll(
-        &mut b,
-        "visible",
-        json!({"name": "alice", "selector": "#reserve-go"}),
-        Duration::from_secs(5),
-        |v| v == &json!(true),
-    )
-    .await;
+    open_when_visible(&mut b, "alice", &farm.page_url(&alice, ""), "#reserve-go").await;
 
     // One click reserves and goes live; the first frame comes within a second.
     let ms = b
@@ -303,22 +312,13 @@ async fn others_cannot_drive_a_held_device_and_observers_share_one_capture() {
     let alice = farm.broker.token(Role::User, "alice");
     let bob = farm.broker.token(Role::User, "bob");
     let mut b = Browser::start().await;
-    b.must(
-        "open",
-        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
-    )
-    .await;
-    poll(
+    reserve_and_go_live(
         &mut b,
-        "visible",
-        json!({"name": "alice", "selector": "#reserve-go"}),
-        Duration::from_secs(5),
-        |v| v == &json!(true),
+        "alice",
+        &farm.page_url(&alice, ""),
+        Duration::from_secs(10),
     )
     .await;
-    b.must("click", json!({"name": "alice", "selector": "#reserve-go"}))
-        .await;
-    wait_state(&mut b, "alice", "live", Duration::from_secs(10)).await;
 
     // Bob is told who holds it and may only watch.
     b.must(
@@ -408,22 +408,13 @@ async fn unplugging_and_lease_expiry_end_the_session_with_their_reason() {
     let farm = LiveFarm::start(&[]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    b.must(
-        "open",
-        json!({"name": "alice", "url": farm.page_url(&alice, "")}),
-    )
-    .await;
-    poll(
+    reserve_and_go_live(
         &mut b,
-        "visible",
-        json!({"name": "alice", "selector": "#reserve-go"}),
-        Duration::from_secs(5),
-        |v| v == &json!(true),
+        "alice",
+        &farm.page_url(&alice, ""),
+        Duration::from_secs(10),
     )
     .await;
-    b.must("click", json!({"name": "alice", "selector": "#reserve-go"}))
-        .await;
-    wait_state(&mut b, "alice", "live", Duration::from_secs(10)).await;
     let unplugged = Instant::now();
     farm.sim.unplug(&farm.serial).await;
     let s = wait_state(&mut b, "alice", "ended", Duration::from_secs(2)).await;
@@ -473,22 +464,13 @@ async fn the_session_works_through_turn_only() {
     let farm = LiveFarm::start(&["--ice-config", &ice_arg]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    b.must(
-        "open",
-        json!({"name": "alice", "url": farm.page_url(&alice, "&relay=1")}),
-    )
-    .await;
-    poll(
+    reserve_and_go_live(
         &mut b,
-        "visible",
-        json!({"name": "alice", "selector": "#reserve-go"}),
-        Duration::from_secs(5),
-        |v| v == &json!(true),
+        "alice",
+        &farm.page_url(&alice, "&relay=1"),
+        Duration::from_secs(15),
     )
     .await;
-    b.must("click", json!({"name": "alice", "selector": "#reserve-go"}))
-        .await;
-    wait_state(&mut b, "alice", "live", Duration::from_secs(15)).await;
     poll(
         &mut b,
         "video",
