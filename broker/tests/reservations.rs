@@ -28,6 +28,21 @@ fn by_model(model: &str, wait: u32) -> pb::ReserveRequest {
     }
 }
 
+/// The lease `id` once it has ended; `None` while it is active (or unknown).
+async fn ended_lease(mut client: Reservations, id: String) -> Option<pb::Lease> {
+    let all = client
+        .list_reservations(pb::ListReservationsRequest {
+            include_ended: true,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    all.leases
+        .into_iter()
+        .find(|l| l.lease_id == id && l.state == pb::LeaseState::Ended as i32)
+}
+
 #[tokio::test]
 async fn a_held_device_is_refused_with_its_holder_and_expiry() {
     let (b, _node, _alive) = broker_with_devices(vec![device("a", "Pixel 7")]).await;
@@ -113,21 +128,7 @@ async fn a_lease_expires_with_reason_expired_and_waiters_time_out() {
         .expect("reserve")
         .into_inner();
     let ended = eventually(Duration::from_secs(5), "lease expiry", || {
-        let mut alice = alice.clone();
-        let id = lease.lease_id.clone();
-        async move {
-            let all = alice
-                .list_reservations(pb::ListReservationsRequest {
-                    include_ended: true,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner();
-            all.leases
-                .into_iter()
-                .find(|l| l.lease_id == id && l.state == pb::LeaseState::Ended as i32)
-        }
+        ended_lease(alice.clone(), lease.lease_id.clone())
     })
     .await;
     assert_eq!(ended.end_reason, pb::EndReason::Expired as i32);
@@ -221,21 +222,8 @@ async fn a_device_that_leaves_ends_its_lease_with_device_lost_and_a_silent_node_
         .await
         .expect("send");
     let lease_state = |id: String| {
-        let mut alice = alice.clone();
-        async move {
-            let all = alice
-                .list_reservations(pb::ListReservationsRequest {
-                    include_ended: true,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner();
-            all.leases
-                .into_iter()
-                .find(|l| l.lease_id == id && l.state == pb::LeaseState::Ended as i32)
-                .map(|l| l.end_reason)
-        }
+        let alice = alice.clone();
+        async move { ended_lease(alice, id).await.map(|l| l.end_reason) }
     };
     let reason = eventually(Duration::from_secs(3), "device_lost", || {
         lease_state(la.lease_id.clone())

@@ -113,17 +113,7 @@ impl Sim {
 
     /// The input the device recorded (taps, keys, text), as the simulator reports it.
     pub async fn input(&self, serial: &str) -> serde_json::Value {
-        let url = format!("{}/devices/{serial}/input", self.control);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "GET {url}: {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+        self.get(&format!("/devices/{serial}/input")).await
     }
 
     /// GET a JSON document from the control API, e.g. `/devices/SERIAL/app`.
