@@ -129,9 +129,11 @@ async fn device_slots_and_the_streaming_proxy() -> Result<()> {
             .all(|(i, b)| *b == pattern(i))
     );
 
-    // A slot's garbage passes through as is.
+    // A slot's garbage passes through as is; a small answer of known length comes whole in
+    // the head (one message).
     let answer = node.call(4, SLOT, "GET", "/garbage", b"").await?;
     ensure!(answer.body == b"<html>not json" && answer.header("content-type") == Some("text/html"));
+    ensure!(answer.chunks == 0 && answer.head.end, "{:?}", answer.head);
 
     // New-session bodies over 1 MiB, or not JSON, are answered by the node itself.
     node.request(5, SLOT, "POST", "/session", &[]).await?;

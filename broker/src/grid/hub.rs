@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::GridConfig;
 use super::caps::{Caps, NewSessionRequest};
+use super::index::{Activity, SessionIndex};
 use super::streams::{Limits, Outgoing, SlotTarget, StreamRouter, forward};
 use super::w3c::W3cError;
 use crate::domain::{Caller, EndReason, Lease, SessionKind, SessionRecord, now_millis};
@@ -52,16 +53,10 @@ pub enum HubMsg {
         session_id: String,
         reply: oneshot::Sender<Result<(), W3cError>>,
     },
-    Begin {
-        session_id: String,
-        caller: Caller,
-        reply: oneshot::Sender<Result<SlotTarget, W3cError>>,
-    },
-    End {
-        session_id: String,
-    },
+    /// The client deleted the session; `done` fires once its lease has ended.
     Deleted {
         session_id: String,
+        done: oneshot::Sender<()>,
     },
     Status {
         reply: oneshot::Sender<super::status::StatusInput>,
@@ -93,33 +88,78 @@ struct Session {
     key: SlotKey,
     target: SlotTarget,
     lease: Option<Lease>,
-    last_activity: Instant,
+    activity: Arc<Activity>,
     last_renew: Instant,
-    inflight: u32,
     started: Instant,
+}
+
+/// How a session ends.
+struct Ending {
+    /// The recorded end reason (`released`, `idle`, `node_lost`, a lease's end reason).
+    reason: &'static str,
+    /// End the session's lease with this reason (None: it has ended already).
+    lease_end: Option<EndReason>,
+    /// Send `DELETE /session/ID` to the slot (not when the client did, or the node is gone).
+    delete_on_slot: bool,
+    /// Fires once the lease has ended (the client's DELETE answers then, so the device is free).
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Why a session ended, as a late command's error says it.
+fn why_ended(reason: &str, config: &GridConfig) -> String {
+    match reason {
+        "idle" => format!(
+            "no command for {} s (idle timeout); its lease ended",
+            config.idle_timeout.as_secs()
+        ),
+        "node_lost" => "its node was lost (the device's lease ended with node_lost)".to_string(),
+        "device_lost" => "its device disconnected".to_string(),
+        "released" => "it was deleted".to_string(),
+        other => format!("its lease ended ({other})"),
+    }
+}
+
+/// Writes session records in order, off the hub's path (a failed write is logged).
+async fn write_records(store: Store, mut pending: mpsc::UnboundedReceiver<RecordWrite>) {
+    while let Some(write) = pending.recv().await {
+        match write {
+            RecordWrite::Start(record) => {
+                if let Err(e) = store.insert_session(&record).await {
+                    tracing::error!(session_id = %record.id, error = %e, "could not record a webdriver session");
+                }
+            }
+            RecordWrite::End { id, reason, at } => {
+                if let Err(e) = store.end_session(&id, &reason, at).await {
+                    tracing::error!(session_id = %id, error = %e, "could not record the end of a session");
+                }
+            }
+        }
+    }
+}
+
+/// A session record change, written in order by one task (a session's end never precedes its start).
+enum RecordWrite {
+    Start(SessionRecord),
+    End { id: String, reason: String, at: i64 },
 }
 
 pub struct Hub {
     pub fleet: Fleet,
-    pub store: Store,
     pub router: StreamRouter,
     pub config: Arc<GridConfig>,
     pub tx: mpsc::Sender<HubMsg>,
+    index: SessionIndex,
+    records: mpsc::UnboundedSender<RecordWrite>,
     queue: VecDeque<Queued>,
     allocations: HashMap<u64, Allocation>,
     sessions: HashMap<String, Session>,
     slot_use: HashMap<SlotKey, u32>,
-    ended: HashMap<String, String>,
-    ended_order: VecDeque<String>,
     next_alloc: u64,
 }
 
 #[path = "hub_queue.rs"]
 mod queue;
 pub use queue::slot_facts;
-
-/// How many ended session ids the hub remembers, to say why a late command fails.
-const REMEMBER_ENDED: usize = 4096;
 
 impl Hub {
     pub fn new(
@@ -128,19 +168,21 @@ impl Hub {
         router: StreamRouter,
         config: Arc<GridConfig>,
         tx: mpsc::Sender<HubMsg>,
+        index: SessionIndex,
     ) -> Hub {
+        let (records, pending) = mpsc::unbounded_channel();
+        tokio::spawn(write_records(store.clone(), pending));
         Hub {
             fleet,
-            store,
             router,
             config,
             tx,
+            index,
+            records,
             queue: VecDeque::new(),
             allocations: HashMap::new(),
             sessions: HashMap::new(),
             slot_use: HashMap::new(),
-            ended: HashMap::new(),
-            ended_order: VecDeque::new(),
             next_alloc: 1,
         }
     }
@@ -215,22 +257,14 @@ impl Hub {
             } => {
                 let _ = reply.send(self.started(alloc_id, session_id).await);
             }
-            HubMsg::Begin {
-                session_id,
-                caller,
-                reply,
-            } => {
-                let _ = reply.send(self.begin(&session_id, &caller));
-            }
-            HubMsg::End { session_id } => {
-                if let Some(s) = self.sessions.get_mut(&session_id) {
-                    s.inflight = s.inflight.saturating_sub(1);
-                    s.last_activity = Instant::now();
-                }
-            }
-            HubMsg::Deleted { session_id } => {
-                self.end_session(&session_id, "released", Some(EndReason::Released), false);
-                self.serve_queue().await;
+            HubMsg::Deleted { session_id, done } => {
+                let end = Ending {
+                    reason: "released",
+                    lease_end: Some(EndReason::Released),
+                    delete_on_slot: false,
+                    done: Some(done),
+                };
+                self.end_session(&session_id, end);
             }
             HubMsg::Status { reply } => {
                 let view = self.fleet.grid_view().await.unwrap_or_default();
@@ -257,10 +291,13 @@ impl Hub {
                 "the slot was taken back while the session was created (its node or lease went away)",
             ));
         };
-        if session_id.is_empty()
-            || session_id.len() > 256
-            || self.sessions.contains_key(&session_id)
-        {
+        let activity = (!session_id.is_empty() && session_id.len() <= 256)
+            .then(|| {
+                self.index
+                    .insert(&session_id, a.caller.clone(), a.placement.target.clone())
+            })
+            .flatten();
+        let Some(activity) = activity else {
             self.free_slot(&a.key);
             if let Some(lease) = &a.placement.lease {
                 self.end_lease_later(lease.id.clone(), EndReason::Released);
@@ -269,7 +306,7 @@ impl Hub {
                 "slot {} returned an unusable session id {session_id:?}",
                 a.key.1
             )));
-        }
+        };
         let record = SessionRecord {
             id: session_id.clone(),
             kind: SessionKind::WebDriver,
@@ -282,9 +319,7 @@ impl Hub {
             ended_at: None,
             end_reason: None,
         };
-        if let Err(e) = self.store.insert_session(&record).await {
-            tracing::error!(session_id, error = %e, "could not record a webdriver session");
-        }
+        let _ = self.records.send(RecordWrite::Start(record));
         let now = Instant::now();
         tracing::info!(session_id, slot = %a.key.1, node_id = %a.key.0, user = %a.caller.name,
             fencing = a.placement.lease.as_ref().map(|l| l.fencing_token), "webdriver session started");
@@ -295,35 +330,12 @@ impl Hub {
                 key: a.key,
                 target: a.placement.target,
                 lease: a.placement.lease,
-                last_activity: now,
+                activity,
                 last_renew: now,
-                inflight: 0,
                 started: now,
             },
         );
         Ok(())
-    }
-
-    fn begin(&mut self, session_id: &str, caller: &Caller) -> Result<SlotTarget, W3cError> {
-        let Some(s) = self.sessions.get_mut(session_id) else {
-            return Err(match self.ended.get(session_id) {
-                Some(why) => {
-                    W3cError::invalid_session_id(format!("session {session_id} has ended: {why}"))
-                }
-                None => W3cError::invalid_session_id(format!(
-                    "no session {session_id} on this grid; create one with POST /session"
-                )),
-            });
-        };
-        if s.owner.name != caller.name && caller.role != crate::domain::Role::Admin {
-            return Err(W3cError::forbidden(format!(
-                "session {session_id} belongs to {}; only its owner or an admin may drive it",
-                s.owner.name
-            )));
-        }
-        s.inflight += 1;
-        s.last_activity = Instant::now();
-        Ok(s.target.clone())
     }
 
     fn free_slot(&mut self, key: &SlotKey) {
@@ -347,31 +359,33 @@ impl Hub {
     }
 
     /// Ends a session: frees its slot, optionally deletes it on the slot and ends its lease, records why.
-    fn end_session(
-        &mut self,
-        session_id: &str,
-        reason: &str,
-        lease_end: Option<EndReason>,
-        delete_on_slot: bool,
-    ) {
+    fn end_session(&mut self, session_id: &str, end: Ending) {
         let Some(s) = self.sessions.remove(session_id) else {
+            if let Some(done) = end.done {
+                let _ = done.send(());
+            }
             return;
         };
         self.free_slot(&s.key);
-        tracing::info!(session_id, reason, node_id = %s.key.0, slot = %s.key.1,
+        tracing::info!(session_id, reason = end.reason, node_id = %s.key.0, slot = %s.key.1,
             seconds = s.started.elapsed().as_secs(), "webdriver session ended");
-        self.remember_ended(session_id, reason);
+        self.index
+            .remove(session_id, why_ended(end.reason, &self.config));
+        let _ = self.records.send(RecordWrite::End {
+            id: session_id.to_string(),
+            reason: end.reason.to_string(),
+            at: now_millis(),
+        });
         let router = self.router.clone();
         let limits = Limits {
             max_request_bytes: 0,
             response_timeout: Duration::from_secs(30),
         };
         let fleet = self.fleet.clone();
-        let store = self.store.clone();
         let tx = self.tx.clone();
-        let (id, reason) = (session_id.to_string(), reason.to_string());
+        let id = session_id.to_string();
         tokio::spawn(async move {
-            if delete_on_slot {
+            if end.delete_on_slot {
                 let request = Outgoing {
                     method: axum::http::Method::DELETE,
                     path: format!("/session/{id}"),
@@ -382,38 +396,16 @@ impl Hub {
                     let _ = axum::body::to_bytes(answer.body, 1 << 20).await;
                 }
             }
-            if let (Some(lease), Some(r)) = (s.lease, lease_end)
+            if let (Some(lease), Some(r)) = (s.lease, end.lease_end)
                 && let Err(e) = fleet.end_lease(lease.id.clone(), r).await
             {
                 tracing::debug!(lease_id = %lease.id, error = %e, "lease already ended");
             }
-            if let Err(e) = store.end_session(&id, &reason, now_millis()).await {
-                tracing::error!(session_id = %id, error = %e, "could not record the end of a session");
+            if let Some(done) = end.done {
+                let _ = done.send(());
             }
             let _ = tx.send(HubMsg::Kick).await;
         });
-    }
-
-    fn remember_ended(&mut self, session_id: &str, reason: &str) {
-        let why = match reason {
-            "idle" => format!(
-                "no command for {} s (idle timeout); its lease ended",
-                self.config.idle_timeout.as_secs()
-            ),
-            "node_lost" => {
-                "its node was lost (the device's lease ended with node_lost)".to_string()
-            }
-            "device_lost" => "its device disconnected".to_string(),
-            "released" => "it was deleted".to_string(),
-            other => format!("its lease ended ({other})"),
-        };
-        self.ended.insert(session_id.to_string(), why);
-        self.ended_order.push_back(session_id.to_string());
-        while self.ended_order.len() > REMEMBER_ENDED {
-            if let Some(old) = self.ended_order.pop_front() {
-                self.ended.remove(&old);
-            }
-        }
     }
 
     async fn fleet_event(&mut self, event: FleetEvent) {
@@ -428,7 +420,13 @@ impl Hub {
                 let reason = lease.end_reason.map(|r| r.as_str()).unwrap_or("ended");
                 let node_gone = lease.end_reason == Some(EndReason::NodeLost);
                 for id in ids {
-                    self.end_session(&id, reason, None, !node_gone);
+                    let end = Ending {
+                        reason,
+                        lease_end: None,
+                        delete_on_slot: !node_gone,
+                        done: None,
+                    };
+                    self.end_session(&id, end);
                 }
                 // Allocations whose lease went away before their session started.
                 let lost: Vec<u64> = self
@@ -442,6 +440,8 @@ impl Hub {
                         self.free_slot(&a.key);
                     }
                 }
+                // The device is free now: a queued request may take it at once.
+                self.serve_queue().await;
             }
             FleetEvent::NodeLost(node_id) => {
                 self.router.node_lost(&node_id);
@@ -452,7 +452,13 @@ impl Hub {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in ids {
-                    self.end_session(&id, "node_lost", None, false);
+                    let end = Ending {
+                        reason: "node_lost",
+                        lease_end: None,
+                        delete_on_slot: false,
+                        done: None,
+                    };
+                    self.end_session(&id, end);
                 }
                 let lost: Vec<u64> = self
                     .allocations
@@ -466,7 +472,8 @@ impl Hub {
                     }
                 }
             }
-            FleetEvent::Device(_) => {}
+            // A device came online or changed: a queued request may match it now.
+            FleetEvent::Device(_) => self.serve_queue().await,
         }
     }
 
@@ -491,20 +498,22 @@ impl Hub {
             }
         }
         // Idle sessions and lease renewals.
-        let idle = self.config.idle_timeout;
-        let idle_ids: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.inflight == 0 && now.duration_since(s.last_activity) >= idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in idle_ids {
-            self.end_session(&id, "idle", Some(EndReason::Idle), true);
+        if let Some(idle_since) = now.checked_sub(self.config.idle_timeout) {
+            let why = why_ended("idle", &self.config);
+            for id in self.index.remove_idle(idle_since, &why) {
+                let end = Ending {
+                    reason: "idle",
+                    lease_end: Some(EndReason::Idle),
+                    delete_on_slot: true,
+                    done: None,
+                };
+                self.end_session(&id, end);
+            }
         }
         let renew_every = self.config.lease_ttl() / 4;
         for s in self.sessions.values_mut() {
             let Some(lease) = &s.lease else { continue };
-            let active = s.inflight > 0 || s.last_activity > s.last_renew;
+            let active = s.activity.inflight() > 0 || s.activity.last() > s.last_renew;
             if active && now.duration_since(s.last_renew) >= renew_every {
                 s.last_renew = now;
                 let (fleet, caller, id) = (self.fleet.clone(), s.owner.clone(), lease.id.clone());

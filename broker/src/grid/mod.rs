@@ -1,8 +1,8 @@
 //! The WebDriver grid: Selenium-Grid-compatible `/session` and `/status` on the broker's port.
 //!
 //! ```text
-//!  client --HTTP--> routes.rs --(queue, begin/end)--> hub.rs (one task: queue, slots, sessions)
-//!                     |                                  |  leases through the fleet, like live use
+//!  client --HTTP--> routes.rs --(new session, delete)--> hub.rs (one task: queue, slots, sessions)
+//!                     |  \--(each command)--> index.rs      |  leases through the fleet, like live use
 //!                     +--forward (streams.rs)--> node's outbound gRPC stream --> slot (Appium/chromedriver)
 //!  node stream reader (grpc/nodes.rs) --http_response/http_body--> StreamRouter --> the waiting proxy
 //! ```
@@ -12,6 +12,7 @@
 
 pub mod caps;
 mod hub;
+mod index;
 pub mod matching;
 mod routes;
 pub mod status;
@@ -31,6 +32,7 @@ use crate::fleet::Fleet;
 use crate::store::Store;
 use caps::NewSessionRequest;
 pub use hub::Placement;
+use index::{Activity, SessionIndex};
 pub use routes::routes;
 use streams::{Inbound, SlotTarget, StreamRouter};
 use w3c::W3cError;
@@ -74,6 +76,7 @@ impl GridConfig {
 pub struct Grid {
     tx: mpsc::Sender<hub::HubMsg>,
     router: StreamRouter,
+    index: SessionIndex,
     config: Arc<GridConfig>,
     tickets: Arc<AtomicU64>,
 }
@@ -83,11 +86,20 @@ impl Grid {
         let (tx, rx) = mpsc::channel(4096);
         let router = StreamRouter::default();
         let config = Arc::new(config);
-        let hub = hub::Hub::new(fleet, store, router.clone(), config.clone(), tx.clone());
+        let index = SessionIndex::default();
+        let hub = hub::Hub::new(
+            fleet,
+            store,
+            router.clone(),
+            config.clone(),
+            tx.clone(),
+            index.clone(),
+        );
         tokio::spawn(hub.run(rx));
         Grid {
             tx,
             router,
+            index,
             config,
             tickets: Arc::default(),
         }
@@ -167,35 +179,25 @@ impl Grid {
     }
 
     /// Looks a session up for one command; `InFlight` marks it busy until dropped.
-    pub async fn begin(
+    pub fn begin(
         &self,
         session_id: &str,
-        caller: Caller,
+        caller: &Caller,
     ) -> Result<(SlotTarget, InFlight), W3cError> {
-        let (reply, rx) = oneshot::channel();
-        let msg = hub::HubMsg::Begin {
-            session_id: session_id.to_string(),
-            caller,
-            reply,
-        };
-        let target = self.call(msg, rx).await??;
-        Ok((
-            target,
-            InFlight {
-                tx: self.tx.clone(),
-                session_id: session_id.to_string(),
-            },
-        ))
+        let (target, activity) = self.index.begin(session_id, caller)?;
+        Ok((target, InFlight { activity }))
     }
 
-    /// The client deleted the session (after the slot answered).
+    /// The client deleted the session (after the slot answered); returns once its lease has ended.
     pub async fn deleted(&self, session_id: &str) {
-        let _ = self
-            .tx
-            .send(hub::HubMsg::Deleted {
-                session_id: session_id.to_string(),
-            })
-            .await;
+        let (done, ended) = oneshot::channel();
+        let msg = hub::HubMsg::Deleted {
+            session_id: session_id.to_string(),
+            done,
+        };
+        if self.tx.send(msg).await.is_ok() {
+            let _ = ended.await;
+        }
     }
 
     pub async fn status(&self) -> Result<serde_json::Value, W3cError> {
@@ -226,14 +228,11 @@ impl Drop for QueueTicket {
 /// One command in flight on a session (idle time does not run while it lives).
 #[derive(Debug)]
 pub struct InFlight {
-    tx: mpsc::Sender<hub::HubMsg>,
-    session_id: String,
+    activity: Arc<Activity>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let _ = self.tx.try_send(hub::HubMsg::End {
-            session_id: std::mem::take(&mut self.session_id),
-        });
+        self.activity.finish();
     }
 }

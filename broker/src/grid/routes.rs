@@ -216,7 +216,7 @@ async fn command(
 
 async fn proxy(api: &Api, session_id: &str, req: Request) -> Result<Answer, W3cError> {
     let caller = caller(api, req.headers()).await?;
-    let (target, inflight) = api.grid.begin(session_id, caller).await?;
+    let (target, inflight) = api.grid.begin(session_id, &caller)?;
     let path = slot_path(&req);
     let (parts, body) = req.into_parts();
     let outgoing = Outgoing {

@@ -260,7 +260,15 @@ pub async fn forward(
         target: target.clone(),
         finished: false,
     };
-    let head = pb::HttpRequestHead {
+    let exact = HttpBody::size_hint(&body).exact();
+    if exact.is_some_and(|n| n > limits.max_request_bytes) {
+        return Err(W3cError::too_large(format!(
+            "the request body ({} bytes) is over the grid's limit of {} bytes",
+            exact.unwrap_or(0),
+            limits.max_request_bytes
+        )));
+    }
+    let mut head = pb::HttpRequestHead {
         stream_id,
         slot_id: target.slot_id.clone(),
         method: method.as_str().to_string(),
@@ -275,25 +283,20 @@ pub async fn forward(
                 })
             })
             .collect(),
+        ..Default::default()
     };
-    send(target, command(pb::command::Kind::HttpRequest(head))).await?;
     let (upload_failed_tx, mut upload_failed) = tokio::sync::oneshot::channel::<W3cError>();
-    let exact = HttpBody::size_hint(&body).exact();
-    if exact.is_some_and(|n| n > limits.max_request_bytes) {
-        return Err(W3cError::too_large(format!(
-            "the request body ({} bytes) is over the grid's limit of {} bytes",
-            exact.unwrap_or(0),
-            limits.max_request_bytes
-        )));
-    }
     if exact.is_some_and(|n| n <= CHUNK_BYTES as u64) {
-        // Small bodies (nearly every command) go inline: no task, one message.
+        // Small bodies (nearly every command) go whole in the head: one message, no task.
         let data = axum::body::to_bytes(body, CHUNK_BYTES).await.map_err(|e| {
             W3cError::unknown_error(format!("could not read the request body: {e}"))
         })?;
-        send(target, chunk(stream_id, data, true, false)).await?;
+        head.body = data.to_vec();
+        head.end = true;
+        send(target, command(pb::command::Kind::HttpRequest(head))).await?;
         drop(upload_failed_tx);
     } else {
+        send(target, command(pb::command::Kind::HttpRequest(head))).await?;
         tokio::spawn(upload(
             body,
             target.clone(),
@@ -357,6 +360,15 @@ pub async fn forward(
         {
             out.append(n, v);
         }
+    }
+    if head.end {
+        // The whole answer came in the head.
+        guard.finished = true;
+        return Ok(Answer {
+            status,
+            headers: out,
+            body: Body::from(head.body),
+        });
     }
     let timeout = limits.response_timeout;
     let stream = futures::stream::unfold(

@@ -31,6 +31,8 @@ pub struct SeenRequest {
 pub enum Reply {
     /// status, headers, body (sent in 3 chunks to exercise streaming).
     Http(u32, Vec<(String, String)>, Vec<u8>),
+    /// status, headers, body, all in the head (how the node answers small bodies).
+    Whole(u32, Vec<(String, String)>, Vec<u8>),
     /// An error head (the slot could not be reached).
     ErrorHead(String),
     /// Never answer.
@@ -43,7 +45,7 @@ pub type Behaviour = Arc<dyn Fn(&SeenRequest, u64) -> Reply + Send + Sync>;
 pub fn w3c_slot() -> Behaviour {
     Arc::new(|req: &SeenRequest, n: u64| {
         let json = |v: serde_json::Value| {
-            Reply::Http(
+            Reply::Whole(
                 200,
                 vec![(
                     "content-type".into(),
@@ -141,25 +143,24 @@ impl GridNode {
                     else {
                         continue;
                     };
-                    match kind {
+                    let stream_id = match kind {
                         Kind::HttpRequest(h) => {
-                            open.insert(
-                                h.stream_id,
-                                SeenRequest {
-                                    slot_id: h.slot_id,
-                                    method: h.method,
-                                    path: h.path,
-                                    headers: h
-                                        .headers
-                                        .into_iter()
-                                        .map(|h| (h.name, h.value))
-                                        .collect(),
-                                    body: Vec::new(),
-                                },
-                            );
+                            let req = SeenRequest {
+                                slot_id: h.slot_id,
+                                method: h.method,
+                                path: h.path,
+                                headers: h.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                                body: h.body,
+                            };
+                            open.insert(h.stream_id, req);
+                            if !h.end {
+                                continue;
+                            }
+                            h.stream_id
                         }
                         Kind::HttpBody(c) if c.cancel => {
                             open.remove(&c.stream_id);
+                            continue;
                         }
                         Kind::HttpBody(c) => {
                             let Some(req) = open.get_mut(&c.stream_id) else {
@@ -169,19 +170,20 @@ impl GridNode {
                             if !c.end {
                                 continue;
                             }
-                            let Some(req) = open.remove(&c.stream_id) else {
-                                continue;
-                            };
-                            count += 1;
-                            let reply = {
-                                let f = behaviour.lock().expect("behaviour lock").clone();
-                                f(&req, count)
-                            };
-                            seen.lock().expect("seen lock").push(req);
-                            answer(&tx, c.stream_id, reply).await;
+                            c.stream_id
                         }
-                        _ => {}
-                    }
+                        _ => continue,
+                    };
+                    let Some(req) = open.remove(&stream_id) else {
+                        continue;
+                    };
+                    count += 1;
+                    let reply = {
+                        let f = behaviour.lock().expect("behaviour lock").clone();
+                        f(&req, count)
+                    };
+                    seen.lock().expect("seen lock").push(req);
+                    answer(&tx, stream_id, reply).await;
                 }
             }
         });
@@ -231,11 +233,25 @@ async fn answer(tx: &mpsc::Sender<pb::NodeMessage>, stream_id: u64, reply: Reply
         Reply::ErrorHead(why) => {
             send(N::HttpResponse(pb::HttpResponseHead {
                 stream_id,
-                status: 0,
-                headers: vec![],
                 error: why,
+                ..Default::default()
             }))
             .await
+        }
+        Reply::Whole(status, headers, body) => {
+            let headers = headers
+                .into_iter()
+                .map(|(name, value)| pb::HttpHeader { name, value })
+                .collect();
+            send(N::HttpResponse(pb::HttpResponseHead {
+                stream_id,
+                status,
+                headers,
+                body,
+                end: true,
+                ..Default::default()
+            }))
+            .await;
         }
         Reply::Http(status, headers, body) => {
             let headers = headers
@@ -246,7 +262,7 @@ async fn answer(tx: &mpsc::Sender<pb::NodeMessage>, stream_id: u64, reply: Reply
                 stream_id,
                 status,
                 headers,
-                error: String::new(),
+                ..Default::default()
             }))
             .await;
             let third = body.len().div_ceil(3).max(1);

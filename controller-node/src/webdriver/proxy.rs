@@ -11,7 +11,7 @@ use farm_proto::v1::node_message::Msg;
 use farm_proto::v1::{HttpBodyChunk, HttpHeader, HttpRequestHead, HttpResponseHead, NodeMessage};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Body as _, Frame};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -242,15 +242,34 @@ async fn proxy(
         lock(sessions).forget(id);
     }
     let (parts, mut response_body) = response.into_parts();
+    let status = u32::from(parts.status.as_u16());
+    let headers = response_headers(&parts.headers);
+    // A small answer of known length (nearly every command) goes whole, in the head.
+    if response_body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_CHUNK as u64)
+    {
+        let whole = read_small_answer(&mut response_body, idle, slot).await?;
+        if let Some(place) = reservation {
+            let id = parts
+                .status
+                .is_success()
+                .then(|| session_id_of_answer(&whole));
+            place.created(id.flatten());
+        }
+        head_sent.store(true, Ordering::Release);
+        return send(ctx, whole_response(stream_id, status, headers, whole)).await;
+    }
     head_sent.store(true, Ordering::Release);
     send(
         ctx,
         NodeMessage {
             msg: Some(Msg::HttpResponse(HttpResponseHead {
                 stream_id,
-                status: u32::from(parts.status.as_u16()),
-                headers: response_headers(&parts.headers),
-                error: String::new(),
+                status,
+                headers,
+                ..Default::default()
             })),
         },
     )
@@ -294,6 +313,38 @@ async fn proxy(
         place.created(copy.and_then(|answer| session_id_of_answer(&answer)));
     }
     send(ctx, chunk(stream_id, Bytes::new(), true)).await
+}
+
+/// Reads an answer whose announced length fits one message; nothing has gone to the broker yet,
+/// so a failure gets an error head.
+async fn read_small_answer(
+    body: &mut hyper::body::Incoming,
+    idle: Duration,
+    slot: &str,
+) -> Result<Bytes, Failure> {
+    let mut whole = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(Failure::BeforeHead(format!(
+                    "slot {slot} sent nothing for {} s in the middle of its answer",
+                    idle.as_secs()
+                )));
+            }
+            Ok(None) => return Ok(whole.freeze()),
+            Ok(Some(Err(error))) => {
+                return Err(Failure::BeforeHead(format!(
+                    "slot {slot} broke off its answer: {}",
+                    error_chain(&error)
+                )));
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    whole.extend_from_slice(&data);
+                }
+            }
+        }
+    }
 }
 
 /// Reads a whole request body of at most `MAX_NEW_SESSION_BODY` bytes; `None` when larger.
@@ -407,21 +458,28 @@ async fn respond_locally(
             value: body.len().to_string(),
         },
     ];
-    let head = HttpResponseHead {
-        stream_id,
-        status: u32::from(status),
-        headers,
-        error: String::new(),
-    };
     head_sent.store(true, Ordering::Release);
-    send(
-        ctx,
-        NodeMessage {
-            msg: Some(Msg::HttpResponse(head)),
-        },
-    )
-    .await?;
-    send(ctx, chunk(stream_id, Bytes::from(body), true)).await
+    let answer = whole_response(stream_id, u32::from(status), headers, Bytes::from(body));
+    send(ctx, answer).await
+}
+
+/// A response head carrying the whole body: nothing follows it for the stream.
+fn whole_response(
+    stream_id: u64,
+    status: u32,
+    headers: Vec<HttpHeader>,
+    body: Bytes,
+) -> NodeMessage {
+    NodeMessage {
+        msg: Some(Msg::HttpResponse(HttpResponseHead {
+            stream_id,
+            status,
+            headers,
+            body: body.into(),
+            end: true,
+            ..Default::default()
+        })),
+    }
 }
 
 async fn send(ctx: &StreamContext, message: NodeMessage) -> Result<(), Failure> {
@@ -459,9 +517,8 @@ pub fn error_head(stream_id: u64, error: String) -> NodeMessage {
     NodeMessage {
         msg: Some(Msg::HttpResponse(HttpResponseHead {
             stream_id,
-            status: 0,
-            headers: Vec::new(),
             error,
+            ..Default::default()
         })),
     }
 }

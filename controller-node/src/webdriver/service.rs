@@ -233,7 +233,7 @@ impl Service {
         });
     }
 
-    fn request(&mut self, head: HttpRequestHead) {
+    fn request(&mut self, mut head: HttpRequestHead) {
         let stream_id = head.stream_id;
         if self.streams.contains_key(&stream_id) {
             tracing::warn!(stream_id, "the broker reused a live stream id; ignored");
@@ -248,6 +248,17 @@ impl Service {
             }
         };
         let (body_tx, body_rx) = mpsc::channel(STREAM_BUFFER);
+        let body = if head.end {
+            // The whole body came in the head: queue it as the stream's only piece.
+            let whole = BodyPiece {
+                data: Bytes::from(std::mem::take(&mut head.body)),
+                end: true,
+            };
+            let _ = body_tx.try_send(whole);
+            None
+        } else {
+            Some(body_tx)
+        };
         let head_sent = Arc::new(AtomicBool::new(false));
         let span = tracing::info_span!(
             "stream",
@@ -271,7 +282,7 @@ impl Service {
         self.streams.insert(
             stream_id,
             Stream {
-                body: Some(body_tx),
+                body,
                 abort: handle,
                 head_sent,
             },

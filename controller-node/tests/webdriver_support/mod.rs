@@ -137,7 +137,7 @@ impl Harness {
         Ok(inventory)
     }
 
-    /// Sends a request head (headers as name/value pairs).
+    /// Sends a request head (headers as name/value pairs); body chunks follow.
     pub async fn request(
         &self,
         stream_id: u64,
@@ -146,19 +146,24 @@ impl Harness {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<()> {
-        let head = HttpRequestHead {
-            stream_id,
-            slot_id: slot_id.into(),
-            method: method.into(),
-            path: path.into(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| HttpHeader {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                })
-                .collect(),
-        };
+        let head = head(stream_id, slot_id, method, path, headers);
+        self.handle.send(WebDriverCommand::Request(head)).await?;
+        Ok(())
+    }
+
+    /// Sends a request head carrying the whole body (as the broker sends small requests).
+    pub async fn request_whole(
+        &self,
+        stream_id: u64,
+        slot_id: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<()> {
+        let mut head = head(stream_id, slot_id, method, path, headers);
+        head.body = body.to_vec();
+        head.end = true;
         self.handle.send(WebDriverCommand::Request(head)).await?;
         Ok(())
     }
@@ -187,7 +192,7 @@ impl Harness {
         Ok(())
     }
 
-    /// A request with a small body in one chunk, and its whole answer.
+    /// A request with its small body in the head, and its whole answer.
     pub async fn call(
         &mut self,
         stream_id: u64,
@@ -197,9 +202,8 @@ impl Harness {
         body: &[u8],
     ) -> Result<Answer> {
         let headers = [("content-type", "application/json; charset=utf-8")];
-        self.request(stream_id, slot_id, method, path, &headers)
+        self.request_whole(stream_id, slot_id, method, path, &headers, body)
             .await?;
-        self.body(stream_id, body.to_vec(), true).await?;
         self.answer(stream_id).await
     }
 
@@ -259,18 +263,24 @@ impl Harness {
         }
     }
 
-    /// The whole answer of `stream_id`; fails on an error head or a cancel.
+    /// The whole answer of `stream_id` (`chunks` 0: it came whole in the head); fails on an
+    /// error head or a cancel.
     pub async fn answer(&mut self, stream_id: u64) -> Result<Answer> {
-        let head = self.head(stream_id).await?;
+        let mut head = self.head(stream_id).await?;
         if !head.error.is_empty() {
             bail!("error head: {}", head.error);
         }
+        let whole = head.end;
+        let body = std::mem::take(&mut head.body);
         let mut answer = Answer {
             head,
-            body: Vec::new(),
+            body,
             chunks: 0,
             largest_chunk: 0,
         };
+        if whole {
+            return Ok(answer);
+        }
         loop {
             let chunk = self.chunk_of(stream_id).await?;
             if chunk.cancel {
@@ -440,4 +450,27 @@ async fn serve(
     };
     let _ = seen.send(record);
     Ok(response)
+}
+
+fn head(
+    stream_id: u64,
+    slot_id: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpRequestHead {
+    HttpRequestHead {
+        stream_id,
+        slot_id: slot_id.into(),
+        method: method.into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| HttpHeader {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    }
 }

@@ -7,8 +7,9 @@
 //!    `appium:automationName: Fake`), then a heartbeat every second; every node
 //!    answers lease updates with a `CommandResult` (as farm-node does) and
 //!    answers proxied WebDriver requests with an in-process fake driver, over the
-//!    node stream exactly as a real node does (`http_response`, then `http_body`
-//!    chunks of at most 64 KiB, then an empty `end`; proto/WEBDRIVER_LINK.md);
+//!    node stream exactly as a real node does (a small answer whole in its
+//!    `http_response`, a larger one as `http_body` chunks of at most 64 KiB, then
+//!    an empty `end`; proto/WEBDRIVER_LINK.md);
 //! 2. waits until the broker's `/status` lists every slot;
 //! 3. runs `--clients` W3C clients (plain HTTP, one keep-alive connection each,
 //!    HTTP basic auth `NAME:TOKEN` as Selenium suites do) that loop: `POST /session`,
@@ -242,7 +243,8 @@ struct OpenStream {
     body: Vec<u8>,
 }
 
-/// Sends one answer as a node does: head, body chunks (<= 64 KiB), empty `end`.
+/// Sends one answer as a node does: a small body whole in the head; else head, body chunks
+/// (<= 64 KiB), empty `end`.
 async fn answer(
     tx: &mpsc::Sender<pb::NodeMessage>,
     stream_id: u64,
@@ -259,11 +261,22 @@ async fn answer(
             value: body.len().to_string(),
         },
     ];
+    if body.len() <= CHUNK {
+        let whole = N::HttpResponse(pb::HttpResponseHead {
+            stream_id,
+            status,
+            headers,
+            body,
+            end: true,
+            ..Default::default()
+        });
+        return tx.send(msg(whole)).await.is_ok();
+    }
     let head = N::HttpResponse(pb::HttpResponseHead {
         stream_id,
         status,
         headers,
-        error: String::new(),
+        ..Default::default()
     });
     if tx.send(msg(head)).await.is_err() {
         return false;
@@ -362,43 +375,48 @@ async fn connect_node(
                             break;
                         }
                     };
-                    let ok = match command.kind {
+                    // A request is complete when its head says `end` or its last chunk comes.
+                    let complete = match command.kind {
                         Some(Kind::HttpRequest(h)) => {
                             counters.requests.fetch_add(1, Ordering::Relaxed);
-                            open.insert(h.stream_id, OpenStream { method: h.method, path: h.path, body: Vec::new() });
-                            true
+                            open.insert(h.stream_id, OpenStream { method: h.method, path: h.path, body: h.body });
+                            h.end.then_some(h.stream_id)
                         }
                         Some(Kind::HttpBody(c)) if c.cancel => {
                             counters.cancels.fetch_add(1, Ordering::Relaxed);
                             open.remove(&c.stream_id);
-                            true
+                            None
                         }
                         Some(Kind::HttpBody(c)) => {
                             let Some(s) = open.get_mut(&c.stream_id) else { continue };
                             s.body.extend_from_slice(&c.data);
-                            if !c.end {
-                                continue;
-                            }
-                            let Some(s) = open.remove(&c.stream_id) else { continue };
-                            let before = sessions.len();
-                            let (status, value) = fake_driver(&mut sessions, &mut next_id, &id, &s.method, &s.path, &s.body);
-                            match sessions.len().cmp(&before) {
-                                std::cmp::Ordering::Greater => { counters.driver_sessions.fetch_add(1, Ordering::Relaxed); }
-                                std::cmp::Ordering::Less => { counters.driver_sessions.fetch_sub(1, Ordering::Relaxed); }
-                                std::cmp::Ordering::Equal => {}
-                            }
-                            answer(&tx, c.stream_id, status, value.to_string().into_bytes()).await
+                            c.end.then_some(c.stream_id)
                         }
                         Some(Kind::LeaseUpdate(_)) | Some(Kind::Live(_)) | None => {
                             counters.lease_updates.fetch_add(1, Ordering::Relaxed);
                             // A real node answers every command with an id (farm-node's broker_link does).
-                            command.id == 0 || tx.send(msg(N::Result(pb::CommandResult {
+                            let ok = command.id == 0 || tx.send(msg(N::Result(pb::CommandResult {
                                 id: command.id,
                                 ok: true,
                                 ..Default::default()
-                            }))).await.is_ok()
+                            }))).await.is_ok();
+                            if !ok {
+                                dropped(&counters);
+                                break;
+                            }
+                            None
                         }
                     };
+                    let Some(stream_id) = complete else { continue };
+                    let Some(s) = open.remove(&stream_id) else { continue };
+                    let before = sessions.len();
+                    let (status, value) = fake_driver(&mut sessions, &mut next_id, &id, &s.method, &s.path, &s.body);
+                    match sessions.len().cmp(&before) {
+                        std::cmp::Ordering::Greater => { counters.driver_sessions.fetch_add(1, Ordering::Relaxed); }
+                        std::cmp::Ordering::Less => { counters.driver_sessions.fetch_sub(1, Ordering::Relaxed); }
+                        std::cmp::Ordering::Equal => {}
+                    }
+                    let ok = answer(&tx, stream_id, status, value.to_string().into_bytes()).await;
                     if !ok {
                         dropped(&counters);
                         break;
