@@ -127,6 +127,8 @@ pub struct Node {
     pub site: String,
     pub version: String,
     pub hostname: String,
+    /// Protocol features the node announced in its hello (`farm_proto::FEATURE_*`).
+    pub features: Vec<String>,
 }
 
 /// A WebDriver slot a node offers: an Appium server in front of one device, or a browser driver.

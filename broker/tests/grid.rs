@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use farm_broker::grid::GridConfig;
 use farm_proto::v1 as pb;
-use grid_node::{Reply, farm, leases, post_session, raw_chunked_upload, send, w3c_error};
+use grid_node::{
+    GridNode, Reply, browser_slot, farm, grid_broker, leases, post_session, raw_chunked_upload,
+    send, w3c_error,
+};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,4 +276,53 @@ async fn every_bad_input_gets_a_w3c_error_that_says_why() {
     node.set(std::sync::Arc::new(|_r, _n| Reply::Hang));
     let (code, v) = send(&b, &b.alice, "GET", &format!("/session/{id}/url"), None).await;
     assert_eq!((code, w3c_error(&v).0), (500, "timeout"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_travel_whole_only_to_nodes_that_announce_it() {
+    // A node from before `http-whole` (no features in its hello) gets every body in chunks.
+    let b = grid_broker(GridConfig::default()).await;
+    let mut old_hello = common::hello("n1", "lab");
+    if let Some(pb::node_message::Msg::Hello(h)) = &mut old_hello.msg {
+        h.features.clear();
+    }
+    let old = GridNode::connect_with(&b, old_hello, vec![], vec![browser_slot(1)]).await;
+    let (status, body) =
+        post_session(&b.url, "alice", &b.alice, json!({"browserName":"chrome"})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["value"]["sessionId"].as_str().expect("id").to_string();
+    let (code, _) = send(
+        &b,
+        &b.alice,
+        "POST",
+        &format!("/session/{id}/url"),
+        Some(br#"{"url":"about:blank"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let seen = old.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter().all(|r| !r.whole && !r.body.is_empty()),
+        "{seen:?}"
+    );
+    drop(old);
+
+    // Today's node gets the same small bodies whole in the request head.
+    let (b, node) = farm(GridConfig::default()).await;
+    let (status, body) =
+        post_session(&b.url, "alice", &b.alice, json!({"browserName":"chrome"})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["value"]["sessionId"].as_str().expect("id").to_string();
+    let (code, _) = send(
+        &b,
+        &b.alice,
+        "POST",
+        &format!("/session/{id}/url"),
+        Some(br#"{"url":"about:blank"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let seen = node.seen();
+    assert!(seen.len() == 2 && seen.iter().all(|r| r.whole), "{seen:?}");
 }

@@ -455,6 +455,7 @@ pub fn hello_message(config: &LinkConfig) -> NodeMessage {
             site: config.site.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             hostname: config.hostname.clone(),
+            features: vec![farm_proto::FEATURE_HTTP_WHOLE.to_string()],
         })),
     }
 }

@@ -6,6 +6,9 @@ pub mod v1 {
     tonic::include_proto!("farm.v1");
 }
 
+/// Node feature (`NodeHello.features`): WebDriver request and response heads may carry the whole body.
+pub const FEATURE_HTTP_WHOLE: &str = "http-whole";
+
 /// The encoded FileDescriptorSet, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/farm_descriptor.bin"));

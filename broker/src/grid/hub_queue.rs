@@ -50,6 +50,11 @@ pub fn slot_facts(
                 node_id: n.node.id.clone(),
                 slot_id: s.slot_id.clone(),
                 outbound: n.outbound.clone(),
+                whole_bodies: n
+                    .node
+                    .features
+                    .iter()
+                    .any(|f| f == farm_proto::FEATURE_HTTP_WHOLE),
             };
             out.push((
                 facts,

@@ -191,6 +191,7 @@ mod tests {
             node_id: "n1".into(),
             slot_id: "browser".into(),
             outbound: tx.downgrade(),
+            whole_bodies: true,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Proxied HTTP exchanges over the node link: stream ids, routing the node's answers, bodies both ways.
 //!
 //! The broker sends `http_request` then `http_body` chunks (the last with
-//! `end`); the node answers `http_response` then `http_body` chunks. Either
+//! `end`); the node answers `http_response` then `http_body` chunks. A small
+//! body travels whole in its head instead (`end` on the head) when the node
+//! announced `http-whole`; the node's answers may always come that way. Either
 //! side sends `cancel` to abort. Bodies are never held whole: chunks travel
 //! through bounded channels, so a slow client slows the node (up to
 //! `DELIVER_TIMEOUT`, after which the stream is cancelled: the node link is
@@ -44,6 +46,8 @@ pub struct SlotTarget {
     pub node_id: String,
     pub slot_id: String,
     pub outbound: mpsc::WeakSender<pb::BrokerMessage>,
+    /// The node takes a small request body whole in the head (`farm_proto::FEATURE_HTTP_WHOLE`).
+    pub whole_bodies: bool,
 }
 
 struct Route {
@@ -287,13 +291,19 @@ pub async fn forward(
     };
     let (upload_failed_tx, mut upload_failed) = tokio::sync::oneshot::channel::<W3cError>();
     if exact.is_some_and(|n| n <= CHUNK_BYTES as u64) {
-        // Small bodies (nearly every command) go whole in the head: one message, no task.
+        // Small bodies (nearly every command) go inline, no task: whole in the head when the
+        // node takes that (one message), else as one last chunk after it.
         let data = axum::body::to_bytes(body, CHUNK_BYTES).await.map_err(|e| {
             W3cError::unknown_error(format!("could not read the request body: {e}"))
         })?;
-        head.body = data.to_vec();
-        head.end = true;
-        send(target, command(pb::command::Kind::HttpRequest(head))).await?;
+        if target.whole_bodies {
+            head.body = data.to_vec();
+            head.end = true;
+            send(target, command(pb::command::Kind::HttpRequest(head))).await?;
+        } else {
+            send(target, command(pb::command::Kind::HttpRequest(head))).await?;
+            send(target, chunk(stream_id, data, true, false)).await?;
+        }
         drop(upload_failed_tx);
     } else {
         send(target, command(pb::command::Kind::HttpRequest(head))).await?;

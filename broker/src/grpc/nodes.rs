@@ -21,6 +21,9 @@ use crate::fleet::NodeEvent;
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most protocol features a hello may list.
+const MAX_FEATURES: usize = 64;
+
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 fn validate_hello(h: pb::NodeHello) -> Result<Node> {
@@ -38,11 +41,21 @@ fn validate_hello(h: pb::NodeHello) -> Result<Node> {
     check_required("site", &h.site)?;
     check_string("version", &h.version)?;
     check_string("hostname", &h.hostname)?;
+    if h.features.len() > MAX_FEATURES {
+        return Err(Error::invalid_argument(format!(
+            "hello lists {} features; the limit is {MAX_FEATURES}",
+            h.features.len()
+        )));
+    }
+    for feature in &h.features {
+        check_string("features", feature)?;
+    }
     Ok(Node {
         id: h.node_id,
         site: h.site,
         version: h.version,
         hostname: h.hostname,
+        features: h.features,
     })
 }
 

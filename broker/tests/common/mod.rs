@@ -178,6 +178,7 @@ pub fn hello(node_id: &str, site: &str) -> pb::NodeMessage {
             site: site.into(),
             version: "test".into(),
             hostname: "localhost".into(),
+            features: vec![farm_proto::FEATURE_HTTP_WHOLE.into()],
         })),
     }
 }

@@ -24,6 +24,8 @@ pub struct SeenRequest {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body came whole in the request head (no body chunks).
+    pub whole: bool,
 }
 
 /// How the fake slot answers.
@@ -105,6 +107,16 @@ impl GridNode {
         devices: Vec<pb::NodeDevice>,
         slots: Vec<pb::Slot>,
     ) -> GridNode {
+        Self::connect_with(b, common::hello("n1", "lab"), devices, slots).await
+    }
+
+    /// `connect` with the node's own hello (e.g. an older node without protocol features).
+    pub async fn connect_with(
+        b: &TestBroker,
+        hello: pb::NodeMessage,
+        devices: Vec<pb::NodeDevice>,
+        slots: Vec<pb::Slot>,
+    ) -> GridNode {
         let n_slots = slots.len();
         let inventory = pb::NodeMessage {
             msg: Some(N::Slots(pb::SlotInventory { slots })),
@@ -112,11 +124,7 @@ impl GridNode {
         let node = common::connect_node(
             &b.url,
             &b.node_token,
-            vec![
-                common::hello("n1", "lab"),
-                common::snapshot(devices),
-                inventory,
-            ],
+            vec![hello, common::snapshot(devices), inventory],
         )
         .await
         .expect("node accepted");
@@ -151,6 +159,7 @@ impl GridNode {
                                 path: h.path,
                                 headers: h.headers.into_iter().map(|h| (h.name, h.value)).collect(),
                                 body: h.body,
+                                whole: h.end,
                             };
                             open.insert(h.stream_id, req);
                             if !h.end {

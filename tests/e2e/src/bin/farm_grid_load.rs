@@ -325,6 +325,7 @@ async fn connect_node(
         site: format!("{}-site", args.id_prefix),
         version: "farm-grid-load".into(),
         hostname: "grid-load".into(),
+        features: vec![farm_proto::FEATURE_HTTP_WHOLE.into()],
     })))
     .await?;
     let devices = (0..args.devices_per_node)

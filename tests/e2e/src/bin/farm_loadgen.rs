@@ -179,6 +179,7 @@ async fn connect_node(
         site: site_name(&args.id_prefix, index % args.sites),
         version: "farm-loadgen".into(),
         hostname: "loadgen".into(),
+        features: Vec::new(),
     })))
     .await?;
     let devices = (0..args.devices_per_node)
