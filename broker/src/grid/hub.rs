@@ -101,7 +101,8 @@ struct Ending {
     lease_end: Option<EndReason>,
     /// Send `DELETE /session/ID` to the slot (not when the client did, or the node is gone).
     delete_on_slot: bool,
-    /// Fires once the lease has ended (the client's DELETE answers then, so the device is free).
+    /// Fires once the lease has ended and the session's end is recorded (the client's DELETE
+    /// answers then: the device is free and the record complete).
     done: Option<oneshot::Sender<()>>,
 }
 
@@ -128,9 +129,17 @@ async fn write_records(store: Store, mut pending: mpsc::UnboundedReceiver<Record
                     tracing::error!(session_id = %record.id, error = %e, "could not record a webdriver session");
                 }
             }
-            RecordWrite::End { id, reason, at } => {
+            RecordWrite::End {
+                id,
+                reason,
+                at,
+                written,
+            } => {
                 if let Err(e) = store.end_session(&id, &reason, at).await {
                     tracing::error!(session_id = %id, error = %e, "could not record the end of a session");
+                }
+                if let Some(written) = written {
+                    let _ = written.send(());
                 }
             }
         }
@@ -140,7 +149,13 @@ async fn write_records(store: Store, mut pending: mpsc::UnboundedReceiver<Record
 /// A session record change, written in order by one task (a session's end never precedes its start).
 enum RecordWrite {
     Start(SessionRecord),
-    End { id: String, reason: String, at: i64 },
+    End {
+        id: String,
+        reason: String,
+        at: i64,
+        /// Fires once the end is written (or failed to be).
+        written: Option<oneshot::Sender<()>>,
+    },
 }
 
 pub struct Hub {
@@ -371,10 +386,18 @@ impl Hub {
             seconds = s.started.elapsed().as_secs(), "webdriver session ended");
         self.index
             .remove(session_id, why_ended(end.reason, &self.config));
+        let (written_tx, written) = match end.done {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let _ = self.records.send(RecordWrite::End {
             id: session_id.to_string(),
             reason: end.reason.to_string(),
             at: now_millis(),
+            written: written_tx,
         });
         let router = self.router.clone();
         let limits = Limits {
@@ -400,6 +423,9 @@ impl Hub {
                 && let Err(e) = fleet.end_lease(lease.id.clone(), r).await
             {
                 tracing::debug!(lease_id = %lease.id, error = %e, "lease already ended");
+            }
+            if let Some(written) = written {
+                let _ = written.await;
             }
             if let Some(done) = end.done {
                 let _ = done.send(());

@@ -172,7 +172,6 @@ async fn create(api: &Api, req: Request) -> Result<Response, W3cError> {
         .ok_or_else(garbage)?;
     grid.started(placement.alloc_id, session_id.clone()).await?;
     guard.armed = false;
-    tracing::info!(session_id, user = %caller.name, "new webdriver session");
     Ok(rebuild(status, headers, bytes))
 }
 
