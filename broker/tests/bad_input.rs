@@ -188,6 +188,22 @@ async fn a_node_must_say_hello_first_and_a_duplicate_node_id_is_refused() {
         .err()
         .expect("no site");
     assert_eq!(e.code(), Code::InvalidArgument);
+    // A hello listing a thousand (or hostile) protocol features is refused with the reason.
+    for features in [
+        vec!["x".to_string(); 1000],
+        vec!["http-whole\u{0}".to_string()],
+    ] {
+        let mut h = hello("n1", "lab");
+        if let Some(pb::node_message::Msg::Hello(hello)) = &mut h.msg {
+            hello.features = features;
+        }
+        let e = connect_node(&b.url, &b.node_token, vec![h])
+            .await
+            .err()
+            .expect("bad features");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("features"), "{}", e.message());
+    }
 
     let mut first = connect_node(
         &b.url,
