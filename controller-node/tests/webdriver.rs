@@ -159,6 +159,13 @@ async fn device_slots_and_the_streaming_proxy() -> Result<()> {
     node.connection.send_replace(2);
     tokio::time::timeout(DEADLINE, slot.gone.recv()).await?;
 
+    // A small answer that breaks off before its announced length: nothing went out yet, so
+    // the broker gets an error head that says why.
+    node.request_whole(13, SLOT, "GET", "/short", &[], b"")
+        .await?;
+    let head = node.head(13).await?;
+    ensure!(head.error.contains("broke off its answer"), "{head:?}");
+
     // Unknown slots, bad requests and gone devices get an error head.
     node.request(10, "appium:nope", "GET", "/status", &[])
         .await?;

@@ -442,6 +442,27 @@ async fn serve(
             let _ = seen.send(record);
             return std::future::pending().await;
         }
+        // Announces 100 bytes, sends 10 and closes the connection.
+        "/short" => Response::builder()
+            .status(200)
+            .header("content-length", "100")
+            .body(
+                // The head and 10 bytes go out, then (a moment later) the body ends short.
+                StreamBody::new(futures::stream::unfold(0, |step| async move {
+                    match step {
+                        0 => Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"0123456789"))),
+                            1,
+                        )),
+                        _ => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            None
+                        }
+                    }
+                }))
+                .boxed(),
+            )
+            .expect("static response parts are valid"),
         _ => Response::builder()
             .status(200)
             .header("content-type", "text/html")
