@@ -3,9 +3,12 @@
 usage: bench_grid.py [--caps JSON] [--command SUFFIX] RUNS SESSIONS COMMANDS NAME=URL ...   (the first NAME is the direct baseline)
 --caps: the alwaysMatch capabilities of every new session (default: headless Chromium);
 --command: the timed GET, /session/ID/SUFFIX (default: title).
-Per run and target: SESSIONS new sessions (POST /session, timed, then DELETE), then COMMANDS
-`GET /session/ID/title` (or --command) on one session over one keep-alive connection. Prints p50s per run,
-medians over runs, the added latency versus the baseline and the ratio between the proxies.
+Per run: SESSIONS rounds of one new session per target (POST /session, timed, then DELETE), then
+one session per target and COMMANDS `GET /session/ID/title` (or --command) per target over one
+keep-alive connection each, in rounds of BATCH commands per target. Targets take turns within every
+round, so the machine's drift (it is shared and noisy) hits them alike. Prints p50s per run, the
+added latency of each proxy per run (its p50 minus the baseline's in the same run), medians over
+runs, and the ratio between the proxies' added latencies.
 """
 import base64
 import http.client
@@ -56,22 +59,35 @@ def p50(xs):
     return statistics.median(xs)
 
 
-def run(target, sessions, commands):
-    created = []
+BATCH = 20
+
+
+def run(targets, sessions, commands):
+    """One run: per target, the p50 of new-session and of command latency (ms)."""
+    created = {t.name: [] for t in targets}
     for _ in range(sessions):
-        t = time.perf_counter()
-        sid = target.new_session()
-        created.append((time.perf_counter() - t) * 1000)
-        target.call("DELETE", f"/session/{sid}")
-    sid = target.new_session()
-    target.call("GET", f"/session/{sid}/{COMMAND}")  # warm
-    took = []
-    for _ in range(commands):
-        t = time.perf_counter()
-        target.call("GET", f"/session/{sid}/{COMMAND}")
-        took.append((time.perf_counter() - t) * 1000)
-    target.call("DELETE", f"/session/{sid}")
-    return p50(created), p50(took)
+        for t in targets:
+            start = time.perf_counter()
+            sid = t.new_session()
+            created[t.name].append((time.perf_counter() - start) * 1000)
+            t.call("DELETE", f"/session/{sid}")
+    sids = {t.name: t.new_session() for t in targets}
+    for t in targets:
+        t.call("GET", f"/session/{sids[t.name]}/{COMMAND}")  # warm
+    took = {t.name: [] for t in targets}
+    done = 0
+    while done < commands:
+        n = min(BATCH, commands - done)
+        for t in targets:
+            path = f"/session/{sids[t.name]}/{COMMAND}"
+            for _ in range(n):
+                start = time.perf_counter()
+                t.call("GET", path)
+                took[t.name].append((time.perf_counter() - start) * 1000)
+        done += n
+    for t in targets:
+        t.call("DELETE", f"/session/{sids[t.name]}")
+    return {t.name: (p50(created[t.name]), p50(took[t.name])) for t in targets}
 
 
 def main():
@@ -86,25 +102,35 @@ def main():
         argv = argv[2:]
     runs, sessions, commands = (int(a) for a in argv[:3])
     targets = [Target(s) for s in argv[3:]]
+    base = targets[0].name
     results = {t.name: [] for t in targets}
     for r in range(runs):
-        for t in targets:  # interleaved, so drift hits every target alike
-            ns, cmd = run(t, sessions, commands)
+        res = run(targets, sessions, commands)
+        for t in targets:
+            ns, cmd = res[t.name]
             results[t.name].append((ns, cmd))
-            print(f"run {r + 1} {t.name:8s} new-session p50 {ns:8.2f} ms   command p50 {cmd:7.3f} ms", flush=True)
+            line = f"run {r + 1} {t.name:8s} new-session p50 {ns:8.2f} ms   command p50 {cmd:7.3f} ms"
+            if t.name != base:
+                line += f"   added {ns - res[base][0]:+7.2f} / {cmd - res[base][1]:+7.3f} ms"
+            print(line, flush=True)
     med = {n: (p50([x[0] for x in v]), p50([x[1] for x in v])) for n, v in results.items()}
-    base = targets[0].name
+    # Added latency: per run (same moment, same machine state), then the median over runs.
+    added = {
+        n: tuple(p50([v[r][i] - results[base][r][i] for r in range(runs)]) for i in (0, 1))
+        for n, v in results.items() if n != base
+    }
     print(f"\nmedians over {runs} runs ({sessions} new sessions, {commands} commands per run and target):")
     for n, (ns, cmd) in med.items():
         line = f"  {n:8s} new-session {ns:8.2f} ms   command {cmd:7.3f} ms"
         if n != base:
-            line += f"   added: new-session {ns - med[base][0]:+8.2f} ms, command {cmd - med[base][1]:+7.3f} ms"
+            line += f"   added: new-session {added[n][0]:+8.2f} ms, command {added[n][1]:+7.3f} ms"
         print(line)
     names = [t.name for t in targets[1:]]
     if len(names) == 2:
         a, b = names
+
         def ratio(i):
-            ours, theirs = med[a][i] - med[base][i], med[b][i] - med[base][i]
+            ours, theirs = added[a][i], added[b][i]
             if ours <= 0:
                 return f"{a} adds nothing measurable ({ours:+.3f} ms), {b} adds {theirs:+.3f} ms"
             return f"1:{theirs / ours:.1f}"

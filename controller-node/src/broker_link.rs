@@ -25,6 +25,7 @@ use crate::backoff::{Backoff, random_jitter};
 use crate::config::Config;
 use crate::devices::{ConnState, DeviceEvent, DeviceSetHandle, DeviceView, Subscription};
 use crate::host_metrics::HeartbeatData;
+use crate::webdriver::{WebDriverCommand, WebDriverHandle};
 
 /// How many messages may wait for the broker before the link counts as stuck and reconnects.
 const OUTBOUND_BUFFER: usize = 1024;
@@ -115,8 +116,10 @@ pub enum ServiceCommand {
 /// What the link carries for the node's other services (live sessions, WebDriver slots).
 #[derive(Debug)]
 pub struct LinkServices {
-    /// Broker commands for the services.
-    pub commands: mpsc::Sender<ServiceCommand>,
+    /// Live-session signals (dropped with a warning when the live service falls behind).
+    pub live: mpsc::Sender<LiveSignal>,
+    /// WebDriver requests and bodies (awaited: request bodies get backpressure from the slot).
+    pub webdriver: WebDriverHandle,
     /// Messages from the services to the broker (sent while connected; a service's
     /// sessions end when the connection does, see `connection`).
     pub messages: mpsc::Receiver<NodeMessage>,
@@ -292,10 +295,18 @@ async fn session(
                 None => return Err(LinkError::Closed),
                 Some(message) => {
                     match route_service_command(message) {
-                        Ok(command) => {
-                            if services.commands.send(command).await.is_err() {
-                                return Err(LinkError::DevicesStopped);
+                        // Straight to the service: no task in between on the command path.
+                        Ok(ServiceCommand::Live(signal)) => {
+                            if services.live.try_send(signal).is_err() {
+                                tracing::warn!("live-session manager is not keeping up; dropped a signal");
                             }
+                        }
+                        Ok(ServiceCommand::HttpRequest(head)) => {
+                            // Fails only while the node stops; the stream is void then.
+                            let _ = services.webdriver.send(WebDriverCommand::Request(head)).await;
+                        }
+                        Ok(ServiceCommand::HttpBody(chunk)) => {
+                            let _ = services.webdriver.send(WebDriverCommand::Body(chunk)).await;
                         }
                         Err(message) => {
                             if let Some(reply) = handle_broker_message(*message, leases, &mut interval, config) {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use farm_proto::v1::SlotInventory;
 use tokio::sync::{mpsc, watch};
 
-use crate::broker_link::{LinkServices, ServiceCommand};
+use crate::broker_link::LinkServices;
 use crate::capture::CaptureHub;
 use crate::config::Config;
 use crate::devices::DeviceSetHandle;
 use crate::live::{LiveConfig, default_webrtc_ip, spawn_live_service};
-use crate::webdriver::{WebDriverCommand, spawn_webdriver_service};
+use crate::webdriver::spawn_webdriver_service;
 
 /// Live signals waiting for the live-session manager.
 const LIVE_QUEUE: usize = 1024;
@@ -27,7 +27,6 @@ pub fn spawn(
     devices: DeviceSetHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> (LinkServices, tokio::task::JoinHandle<()>) {
-    let (commands, mut command_rx) = mpsc::channel(1024);
     let (messages_tx, messages) = mpsc::channel(1024);
     let (slots_tx, slots) = watch::channel(SlotInventory::default());
     let (connection, connection_rx) = watch::channel(0);
@@ -51,32 +50,9 @@ pub fn spawn(
         shutdown.clone(),
     );
 
+    // The link hands commands straight to the services; this task only waits for them to stop.
     let task = tokio::spawn(async move {
-        loop {
-            let command = tokio::select! {
-                command = command_rx.recv() => match command {
-                    Some(c) => c,
-                    None => break,
-                },
-                () = crate::wait_for_shutdown(&mut shutdown) => break,
-            };
-            match command {
-                ServiceCommand::Live(signal) => {
-                    if live_tx.try_send(signal).is_err() {
-                        tracing::warn!("live-session manager is not keeping up; dropped a signal");
-                    }
-                }
-                // Awaited: request bodies get backpressure from the slot (bounded inside).
-                ServiceCommand::HttpRequest(head) => {
-                    let _ = webdriver.send(WebDriverCommand::Request(head)).await;
-                }
-                ServiceCommand::HttpBody(chunk) => {
-                    let _ = webdriver.send(WebDriverCommand::Body(chunk)).await;
-                }
-            }
-        }
-        drop(live_tx);
-        drop(webdriver);
+        crate::wait_for_shutdown(&mut shutdown).await;
         if let Err(error) = live.await {
             tracing::error!(%error, "the live-session manager failed");
         }
@@ -86,7 +62,8 @@ pub fn spawn(
     });
     (
         LinkServices {
-            commands,
+            live: live_tx,
+            webdriver,
             messages,
             slots,
             connection,
