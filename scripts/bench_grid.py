@@ -3,7 +3,7 @@
 usage: bench_grid.py [--caps JSON] [--command SUFFIX] RUNS SESSIONS COMMANDS NAME=URL ...   (the first NAME is the direct baseline)
 --caps: the alwaysMatch capabilities of every new session (default: headless Chromium);
 --command: the timed GET, /session/ID/SUFFIX (default: title).
-Per run: SESSIONS rounds of one new session per target (POST /session, timed, then DELETE), then
+After one unmeasured warm-up round (every target warm: JIT, pools), per run: SESSIONS rounds of one new session per target (POST /session, timed, then DELETE), then
 one session per target and COMMANDS `GET /session/ID/title` (or --command) per target over one
 keep-alive connection each, in rounds of BATCH commands per target. Targets take turns within every
 round, so the machine's drift (it is shared and noisy) hits them alike. Prints p50s per run, the
@@ -104,6 +104,8 @@ def main():
     targets = [Target(s) for s in argv[3:]]
     base = targets[0].name
     results = {t.name: [] for t in targets}
+    # One unmeasured round first: every target warm (JIT, connection pools, caches).
+    run(targets, min(sessions, 10), min(commands, 100))
     for r in range(runs):
         res = run(targets, sessions, commands)
         for t in targets:
