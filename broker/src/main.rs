@@ -6,8 +6,7 @@ use farm_broker::config::{Cli, Command, TokenCommand};
 use farm_broker::domain::now_millis;
 use farm_broker::store::Store;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -16,7 +15,19 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Err(e) = run(cli).await {
+    let workers = match &cli.command {
+        Command::Serve(args) => usize::from(args.worker_threads),
+        Command::Token(_) => 1,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    if let Err(e) = result {
         eprintln!("farm-broker: {e}");
         std::process::exit(1);
     }

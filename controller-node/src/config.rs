@@ -99,6 +99,19 @@ pub struct Cli {
     /// WebDriver slots (see proto/WEBDRIVER_LINK.md).
     #[command(flatten)]
     pub webdriver: WebDriverArgs,
+
+    /// Threads that run the node's async work. One is the default: the node relays small
+    /// messages and video without transcoding (blocking adb reads have threads of their own),
+    /// and a single thread spares every WebDriver command and input event the cross-thread
+    /// wake-ups that cost more latency than they save. Raise it for many concurrent viewers.
+    #[arg(
+        long,
+        env = "FARM_WORKER_THREADS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub worker_threads: u16,
 }
 
 /// A validated configuration.
@@ -123,6 +136,8 @@ pub struct Config {
     pub webrtc_ports: Option<RangeInclusive<u16>>,
     /// WebDriver slots (Appium per device, chromedriver).
     pub webdriver: WebDriverConfig,
+    /// Threads of the async runtime.
+    pub worker_threads: usize,
 }
 
 /// Why a configuration was refused; each message says what to change.
@@ -220,6 +235,7 @@ impl Config {
                 .map(parse_port_range)
                 .transpose()?,
             webdriver,
+            worker_threads: usize::from(cli.worker_threads),
         })
     }
 }
@@ -338,6 +354,18 @@ mod tests {
         );
         assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(config.capture, CaptureConfig::default());
+        assert_eq!(config.worker_threads, 1);
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let config = parse(&["--token", "t", "--worker-threads", "4"]).expect("valid");
+        assert_eq!(config.worker_threads, 4);
+        for bad in ["0", "257", "many"] {
+            let args = ["farm-node", "--token", "t", "--worker-threads", bad];
+            let error = Cli::try_parse_from(args).expect_err("refused").to_string();
+            assert!(error.contains("--worker-threads"), "{bad}: {error}");
+        }
     }
 
     #[test]

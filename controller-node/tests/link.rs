@@ -145,6 +145,7 @@ fn config(broker_url: &str, token: &str, adb_server: SocketAddrV4) -> Config {
         webrtc_ip: None,
         webrtc_ports: None,
         webdriver: Default::default(),
+        worker_threads: 1,
     }
 }
 
