@@ -95,14 +95,11 @@ pub struct ServeArgs {
     /// WebDriver: the largest request body (e.g. an app upload) forwarded to a slot, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub webdriver_max_body_mib: u64,
-    /// Threads that run the broker's async work (the database has threads of its own). One is
-    /// the default: decisions are serial behind the fleet actor and the grid hub anyway, and
-    /// a single thread spares every proxied WebDriver command and every reservation the
-    /// cross-thread wake-ups that cost more latency than they save. Raise it for brokers
-    /// with thousands of nodes or heavy API traffic.
-    #[arg(long, env = "FARM_WORKER_THREADS", value_name = "N", default_value_t = 1,
+    /// Threads that run the broker's async work [default: one per CPU]. The database has
+    /// threads of its own.
+    #[arg(long, env = "FARM_WORKER_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub worker_threads: u16,
+    pub worker_threads: Option<u16>,
 }
 
 impl ServeArgs {

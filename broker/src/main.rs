@@ -15,14 +15,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let workers = match &cli.command {
-        Command::Serve(args) => usize::from(args.worker_threads),
-        Command::Token(_) => 1,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match &cli.command {
+        Command::Serve(args) => {
+            if let Some(n) = args.worker_threads {
+                builder.worker_threads(usize::from(n));
+            }
+        }
+        Command::Token(_) => {
+            builder.worker_threads(1);
+        }
+    }
+    let runtime = builder.enable_all().build();
     let result = match runtime {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
