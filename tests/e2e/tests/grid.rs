@@ -451,7 +451,7 @@ async fn two_devices_four_clients_with_real_appium_queue_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_sessions_and_a_killed_node_end_their_leases_with_real_appium() {
+async fn live_use_idle_sessions_and_a_killed_node_end_leases_right_with_real_appium() {
     let mut farm = AppiumFarm::start(1, &["--webdriver-idle-secs", "2"]).await;
     let lease_reason = |reason: pb::EndReason| {
         let (url, token) = (farm.broker.url(), farm.user.clone());
@@ -470,9 +470,10 @@ async fn idle_sessions_and_a_killed_node_end_their_leases_with_real_appium() {
             .await;
         }
     };
-    // A device a tester holds (a live user's lease) is never given to a script.
+    // A device a tester is using live (Chromium, WebRTC) is never given to a script; a script
+    // that waits gets it once the tester releases it.
     let alice = farm.broker.token(Role::User, "alice");
-    let (devices, mut reservations) = farm_e2e::connect(&farm.broker.url(), &alice).await;
+    let (devices, _) = farm_e2e::connect(&farm.broker.url(), &alice).await;
     let device = devices
         .clone()
         .list_devices(pb::ListDevicesRequest::default())
@@ -481,15 +482,27 @@ async fn idle_sessions_and_a_killed_node_end_their_leases_with_real_appium() {
         .into_inner()
         .devices
         .remove(0);
-    let held = reservations
-        .reserve(pb::ReserveRequest {
-            target: Some(pb::reserve_request::Target::DeviceId(device.id.clone())),
-            wait_seconds: 0,
-            ttl_seconds: 60,
+    let mut browser = farm_e2e::Browser::start().await;
+    let page = format!("{}/device/{}?token={alice}", farm.broker.url(), device.id);
+    browser
+        .must("open", serde_json::json!({"name": "alice", "url": page}))
+        .await;
+    let alice_page = serde_json::json!({"name": "alice"});
+    let visible = serde_json::json!({"name": "alice", "selector": "#reserve-go"});
+    browser
+        .poll("visible", visible, Duration::from_secs(10), |v| v == true)
+        .await;
+    browser
+        .must(
+            "click",
+            serde_json::json!({"name": "alice", "selector": "#reserve-go"}),
+        )
+        .await;
+    browser
+        .poll("state", alice_page.clone(), Duration::from_secs(20), |s| {
+            s["state"] == "live"
         })
-        .await
-        .expect("alice reserves")
-        .into_inner();
+        .await;
     let (status, body) = farm
         .new_session(serde_json::json!({"farm:queueTimeout": 1}))
         .await;
@@ -497,15 +510,32 @@ async fn idle_sessions_and_a_killed_node_end_their_leases_with_real_appium() {
     assert!(
         body["value"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("alice")),
+            .is_some_and(|m| m.contains("held by alice")),
         "{body}"
     );
-    reservations
-        .release(pb::ReleaseRequest {
-            lease_id: held.lease_id,
+    let waiting = tokio::spawn(farm.new_session(serde_json::json!({"farm:queueTimeout": 60})));
+    eventually(Duration::from_secs(10), || async {
+        (farm.queued().await == Some(1)).then_some(())
+    })
+    .await;
+    browser
+        .must(
+            "click",
+            serde_json::json!({"name": "alice", "selector": "#release"}),
+        )
+        .await;
+    let (status, body) = waiting.await.expect("the waiting client");
+    assert_eq!(status, 200, "the waiting script gets the device: {body}");
+    browser
+        .poll("state", alice_page, Duration::from_secs(10), |s| {
+            s["state"] == "ended"
         })
-        .await
-        .expect("release");
+        .await;
+    drop(browser);
+    let (status, _) = farm
+        .command(&session_id(&body), reqwest::Method::DELETE, "")
+        .await;
+    assert_eq!(status, 200);
 
     // An idle session is deleted and its lease ends `idle`.
     let (status, body) = farm.new_session(serde_json::json!({})).await;
