@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use farm_node::webdriver::WebDriverConfig;
-use farm_node::webdriver::config::{AppiumConfig, BrowserConfig, parse_endpoint};
+use farm_node::webdriver::config::{AppiumConfig, AppiumServer, BrowserConfig, parse_endpoint};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use webdriver_support::{DEADLINE, Harness, Seen, StandIn, pattern, stand_in_slot};
@@ -22,7 +22,7 @@ const TWENTY_MB: usize = 20 * 1024 * 1024;
 fn appium_config(url: &str, extra: Value) -> Result<WebDriverConfig> {
     Ok(WebDriverConfig {
         appium: Some(AppiumConfig {
-            endpoint: parse_endpoint(url)?,
+            server: AppiumServer::Remote(parse_endpoint(url)?),
             extra_capabilities: extra.as_object().cloned().unwrap_or_default(),
         }),
         command_timeout: Duration::from_secs(2),

@@ -246,26 +246,13 @@ async fn supervise(
     }
 }
 
-/// chromedriver must not outlive the node, even a node killed with SIGKILL (which skips every
-/// cleanup): on Linux, `setpriv --pdeathsig KILL` has the kernel kill it with its parent.
-fn chromedriver_command(path: &Path) -> Command {
-    const SETPRIV: &str = "/usr/bin/setpriv";
-    if cfg!(target_os = "linux") && Path::new(SETPRIV).exists() {
-        let mut command = Command::new(SETPRIV);
-        command.args(["--pdeathsig", "KILL", "--"]).arg(path);
-        command
-    } else {
-        Command::new(path)
-    }
-}
-
 /// Starts chromedriver on a free loopback port and waits for its "started successfully" line.
 async fn start(path: &Path) -> Result<Running, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|error| format!("no free port for chromedriver: {error}"))?
         .port();
-    let mut child = chromedriver_command(path)
+    let mut child = super::child::dies_with_node(path)
         .arg(format!("--port={port}"))
         .arg("--allowed-ips=127.0.0.1")
         .stdin(Stdio::null())

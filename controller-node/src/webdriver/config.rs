@@ -13,12 +13,24 @@ pub const MAX_BROWSER_SLOTS: u32 = 64;
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebDriverArgs {
     /// An Appium server (http://HOST:PORT[/base-path]) to put one WebDriver slot per online
-    /// Android device behind. The node never starts it.
-    #[arg(long, env = "FARM_APPIUM", value_name = "URL")]
+    /// Android device behind. The node does not start it (see --appium-bin).
+    #[arg(
+        long,
+        env = "FARM_APPIUM",
+        value_name = "URL",
+        conflicts_with = "appium_bin"
+    )]
     pub appium: Option<String>,
 
+    /// An Appium executable (Appium 2 or 3 with its drivers installed, e.g. `appium` from
+    /// `npm i -g appium`): the node starts it on a free loopback port, announces the device
+    /// slots once it answers GET /status, restarts it when it dies, and stops it with the node.
+    #[arg(long, env = "FARM_APPIUM_BIN", value_name = "PATH")]
+    pub appium_bin: Option<PathBuf>,
+
     /// Extra capabilities (a JSON object) every Appium slot advertises; its keys override the
-    /// node's, e.g. '{"platformName":"Fake","appium:automationName":"Fake"}'. Needs --appium.
+    /// node's, e.g. '{"platformName":"Fake","appium:automationName":"Fake"}'. Needs --appium
+    /// or --appium-bin.
     #[arg(long, env = "FARM_APPIUM_CAPS", value_name = "JSON")]
     pub appium_caps: Option<String>,
 
@@ -65,10 +77,19 @@ impl SlotEndpoint {
     }
 }
 
+/// Where the device slots' Appium server comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppiumServer {
+    /// `--appium URL`: a server someone else runs.
+    Remote(SlotEndpoint),
+    /// `--appium-bin PATH`: the node starts it.
+    Start(PathBuf),
+}
+
 /// The Appium server behind the device slots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppiumConfig {
-    pub endpoint: SlotEndpoint,
+    pub server: AppiumServer,
     /// `--appium-caps`: merged over every device slot's capabilities.
     pub extra_capabilities: Map<String, Value>,
 }
@@ -109,8 +130,14 @@ pub enum WebDriverConfigError {
         "--appium-caps is not usable: {0} (expected a JSON object like '{{\"platformName\":\"Fake\"}}')"
     )]
     BadAppiumCaps(String),
-    #[error("--appium-caps needs --appium (the Appium server the device slots are behind)")]
+    #[error(
+        "--appium-caps needs --appium or --appium-bin (the Appium server the device slots are behind)"
+    )]
     CapsWithoutAppium,
+    #[error(
+        "--appium-bin {0:?} is not an executable file: install Appium (npm i -g appium) and pass the path of `appium`"
+    )]
+    BadAppiumBin(PathBuf),
     #[error(
         "--chromedriver {0:?} is not an executable file: install chromium-driver and pass /usr/bin/chromedriver"
     )]
@@ -126,9 +153,15 @@ pub enum WebDriverConfigError {
 impl WebDriverConfig {
     /// Validates the flags.
     pub fn from_args(args: WebDriverArgs) -> Result<Self, WebDriverConfigError> {
-        let appium = match args.appium {
-            Some(url) => Some(AppiumConfig {
-                endpoint: parse_endpoint(&url)?,
+        let server = match (args.appium, args.appium_bin) {
+            (Some(url), _) => Some(AppiumServer::Remote(parse_endpoint(&url)?)),
+            (None, Some(path)) if is_executable_file(&path) => Some(AppiumServer::Start(path)),
+            (None, Some(path)) => return Err(WebDriverConfigError::BadAppiumBin(path)),
+            (None, None) => None,
+        };
+        let appium = match server {
+            Some(server) => Some(AppiumConfig {
+                server,
                 extra_capabilities: match args.appium_caps {
                     Some(json) => parse_caps(&json)?,
                     None => Map::new(),
@@ -247,6 +280,27 @@ mod tests {
     }
 
     #[test]
+    fn appium_bin_is_started_by_the_node_and_excludes_appium() {
+        let config = parse(&["--appium-bin", "/bin/sh", "--appium-caps", "{}"]).expect("valid");
+        let appium = config.appium.expect("appium");
+        assert_eq!(appium.server, AppiumServer::Start("/bin/sh".into()));
+        let error = parse(&["--appium-bin", "/nonexistent/appium"]).expect_err("missing");
+        assert!(error.to_string().contains("--appium-bin"), "{error}");
+        let both = Wrapper::try_parse_from([
+            "x",
+            "--appium",
+            "http://127.0.0.1:4723",
+            "--appium-bin",
+            "/bin/sh",
+        ]);
+        let error = both.expect_err("one or the other").to_string();
+        assert!(
+            error.contains("--appium-bin") && error.contains("--appium"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn every_flag() {
         let config = parse(&[
             "--appium",
@@ -264,9 +318,12 @@ mod tests {
         ])
         .expect("valid");
         let appium = config.appium.expect("appium");
-        assert_eq!(appium.endpoint.authority, "127.0.0.1:4723");
+        let AppiumServer::Remote(endpoint) = &appium.server else {
+            panic!("a remote server: {:?}", appium.server);
+        };
+        assert_eq!(endpoint.authority, "127.0.0.1:4723");
         assert_eq!(
-            appium.endpoint.url("/session"),
+            endpoint.url("/session"),
             "http://127.0.0.1:4723/wd/hub/session"
         );
         assert_eq!(appium.extra_capabilities["platformName"], "Fake");

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::devices::{DeviceEvent, DeviceSetHandle};
 
 use super::browser::{Chromedriver, probe_version};
-use super::config::WebDriverConfig;
+use super::config::{AppiumServer, SlotEndpoint, WebDriverConfig};
 use super::proxy::{BodyPiece, StreamContext, Target, error_head, new_client, run_stream};
 use super::slots::{APPIUM_SLOT_PREFIX, BROWSER_SLOT_ID, BrowserSlot, SlotTable};
 
@@ -94,6 +94,12 @@ struct Service {
     tasks: JoinSet<u64>,
     /// Which stream each task serves (to forget it when the task ends, even by abort).
     task_streams: HashMap<tokio::task::Id, u64>,
+    /// Where the device slots' Appium listens (`None`: no device slots).
+    appium_endpoint: Option<SlotEndpoint>,
+    /// Whether that Appium answers (always, for one the node did not start).
+    appium_ready: watch::Receiver<bool>,
+    /// Keeps `appium_ready` open when nobody else sends on it.
+    _appium_always: Option<watch::Sender<bool>>,
 }
 
 async fn run(
@@ -129,6 +135,28 @@ async fn run(
             Err(error) => tracing::error!(%error, "no browser slot: chromedriver is not usable"),
         }
     }
+    let mut appium_supervisor = None;
+    let mut appium_always = None;
+    let (appium_endpoint, mut appium_ready) = match config.appium.as_ref().map(|a| &a.server) {
+        Some(AppiumServer::Remote(endpoint)) => {
+            let (always, ready) = watch::channel(true);
+            appium_always = Some(always);
+            (Some(endpoint.clone()), ready)
+        }
+        Some(AppiumServer::Start(path)) => {
+            match super::appium::spawn(path.clone(), client.clone(), shutdown.clone()) {
+                Ok((endpoint, ready, task)) => {
+                    appium_supervisor = Some(task);
+                    (Some(endpoint), ready)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "no device slots: Appium cannot start");
+                    (None, watch::channel(false).1)
+                }
+            }
+        }
+        None => (None, watch::channel(false).1),
+    };
     let mut service = Service {
         ctx: Arc::new(StreamContext {
             client,
@@ -144,6 +172,9 @@ async fn run(
         streams: HashMap::new(),
         tasks: JoinSet::new(),
         task_streams: HashMap::new(),
+        appium_endpoint,
+        appium_ready: appium_ready.clone(),
+        _appium_always: appium_always,
     };
     // Device slots follow the device set; without --appium there is nothing to follow.
     let mut changes = None;
@@ -174,6 +205,8 @@ async fn run(
                 };
                 service.forget_task(id);
             }
+            // The node's own Appium came up or went down: device slots follow.
+            Ok(()) = appium_ready.changed() => service.announce(),
             Ok(()) = connection.changed() => {
                 let streams = service.streams.len();
                 if streams > 0 {
@@ -189,6 +222,11 @@ async fn run(
         && let Err(error) = supervisor.await
     {
         tracing::error!(%error, "the chromedriver supervisor failed");
+    }
+    if let Some(supervisor) = appium_supervisor
+        && let Err(error) = supervisor.await
+    {
+        tracing::error!(%error, "the Appium supervisor failed");
     }
 }
 
@@ -220,9 +258,13 @@ impl Service {
 
     /// Publishes the inventory if it changed (the link sends it).
     fn announce(&self) {
-        let inventory = self
-            .table
-            .inventory(self.config.appium.as_ref(), self.browser_slot.as_ref());
+        // Device slots only while their Appium is there to answer.
+        let appium = self
+            .config
+            .appium
+            .as_ref()
+            .filter(|_| self.appium_endpoint.is_some() && *self.appium_ready.borrow());
+        let inventory = self.table.inventory(appium, self.browser_slot.as_ref());
         self.slots.send_if_modified(|current| {
             if *current == inventory {
                 return false;
@@ -295,20 +337,20 @@ impl Service {
         {
             return Ok(Target::Browser(driver.clone()));
         }
-        if let (Some(serial), Some(appium)) = (
+        if let (Some(serial), Some(endpoint)) = (
             slot_id.strip_prefix(APPIUM_SLOT_PREFIX),
-            &self.config.appium,
+            &self.appium_endpoint,
         ) && let Some(ports) = self.table.ports(serial)
         {
             return Ok(Target::Appium {
-                endpoint: appium.endpoint.clone(),
+                endpoint: endpoint.clone(),
                 serial: serial.to_string(),
                 ports,
             });
         }
         if self.config.appium.is_none() && self.chromedriver.is_none() {
             return Err(
-                "this node has no WebDriver slots (start it with --appium or --chromedriver)"
+                "this node has no WebDriver slots (start it with --appium, --appium-bin or --chromedriver)"
                     .into(),
             );
         }

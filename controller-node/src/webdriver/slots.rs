@@ -218,7 +218,7 @@ fn is_number(part: &str) -> bool {
 mod tests {
     use super::*;
     use crate::device_props::DeviceProps;
-    use crate::webdriver::config::SlotEndpoint;
+    use crate::webdriver::config::{AppiumServer, SlotEndpoint};
 
     fn view(serial: &str, state: ConnState, version: &str, model: &str) -> DeviceView {
         DeviceView {
@@ -234,10 +234,10 @@ mod tests {
 
     fn appium(extra: Value) -> AppiumConfig {
         AppiumConfig {
-            endpoint: SlotEndpoint {
+            server: AppiumServer::Remote(SlotEndpoint {
                 authority: "127.0.0.1:4723".into(),
                 prefix: String::new(),
-            },
+            }),
             extra_capabilities: extra.as_object().cloned().unwrap_or_default(),
         }
     }

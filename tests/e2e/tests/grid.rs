@@ -23,27 +23,10 @@ fn python() -> PathBuf {
 
 /// Waits until the broker's /status lists `n` slots.
 async fn wait_for_slots(broker: &Broker, token: &str, n: usize) {
-    let url = format!("{}/status", broker.url());
-    let token = token.to_string();
+    let (url, token) = (broker.url(), token.to_string());
     eventually(Duration::from_secs(30), || {
         let (url, token) = (url.clone(), token.clone());
-        async move {
-            let v: serde_json::Value = reqwest::Client::new()
-                .get(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let count: usize = v["value"]["nodes"]
-                .as_array()?
-                .iter()
-                .map(|n| n["slots"].as_array().map_or(0, |s| s.len()))
-                .sum();
-            (count >= n).then_some(())
-        }
+        async move { (slot_count(&url, &token).await? >= n).then_some(()) }
     })
     .await;
 }
@@ -85,7 +68,8 @@ async fn start_appium(log_dir: &std::path::Path) -> (ChildProcess, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appium_python_client_gets_a_fake_device_through_the_broker() {
-    let farm = AppiumFarm::start(1, &[]).await;
+    // The node starts this Appium itself (--appium-bin); the other tests give it a URL.
+    let farm = AppiumFarm::start_with(1, &[], AppiumBy::Node).await;
     let (broker, user, app) = (&farm.broker, farm.user.clone(), farm.app.clone());
     let grid = format!("http://ci:{user}@{}", broker.addr());
     let mut script = Command::new(python())
@@ -187,6 +171,50 @@ async fn appium_python_client_gets_a_fake_device_through_the_broker() {
         }
     })
     .await;
+
+    // The node's own Appium dies: its device slot leaves /status, and comes back once the
+    // node has restarted it. (The node's only child process is that Appium.)
+    let node_pid = farm.node.pid().expect("the node runs");
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &node_pid.to_string()])
+        .output()
+        .expect("pgrep");
+    let children = String::from_utf8_lossy(&children.stdout).to_string();
+    assert!(!children.trim().is_empty(), "the node started Appium");
+    for pid in children.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .status();
+    }
+    let slots = |wanted: usize| {
+        let (url, token) = (broker.url(), user.clone());
+        eventually(Duration::from_secs(30), move || {
+            let (url, token) = (url.clone(), token.clone());
+            async move { (slot_count(&url, &token).await? == wanted).then_some(()) }
+        })
+    };
+    slots(0).await;
+    slots(1).await;
+}
+
+/// How many slots the broker's /status lists.
+async fn slot_count(url: &str, token: &str) -> Option<usize> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        v["value"]["nodes"]
+            .as_array()?
+            .iter()
+            .map(|n| n["slots"].as_array().map_or(0, |s| s.len()))
+            .sum(),
+    )
 }
 
 /// Serves one small page on loopback for the browser to load.
@@ -257,11 +285,20 @@ async fn selenium_client_gets_headless_chromium_through_the_broker() {
 }
 
 /// A farm for queue tests: `devices` simulated devices, Appium + fake driver behind one node.
+/// Who runs the Appium server behind the node's device slots.
+#[derive(Clone, Copy, PartialEq)]
+enum AppiumBy {
+    /// The test starts it and gives the node `--appium URL`.
+    Test,
+    /// The node starts it itself (`--appium-bin`).
+    Node,
+}
+
 struct AppiumFarm {
     _dir: tempfile::TempDir,
     _adb: AdbServer,
     _sim: Sim,
-    _appium: ChildProcess,
+    _appium: Option<ChildProcess>,
     broker: Broker,
     node: Node,
     user: String,
@@ -270,10 +307,37 @@ struct AppiumFarm {
 
 impl AppiumFarm {
     async fn start(devices: usize, broker_args: &[&str]) -> AppiumFarm {
+        AppiumFarm::start_with(devices, broker_args, AppiumBy::Test).await
+    }
+
+    async fn start_with(devices: usize, broker_args: &[&str], by: AppiumBy) -> AppiumFarm {
         let dir = tempfile::tempdir().expect("temp dir");
         let adb = AdbServer::start().await;
         let sim = Sim::start(adb.port(), devices).await;
-        let (appium, appium_url) = start_appium(dir.path()).await;
+        let (appium, appium_flag) = match by {
+            AppiumBy::Test => {
+                let (appium, url) = start_appium(dir.path()).await;
+                (Some(appium), ["--appium".to_string(), url])
+            }
+            AppiumBy::Node => {
+                // How an operator would point the node at an Appium with its own APPIUM_HOME.
+                let home = e2e_dir().join("appium");
+                let wrapper = dir.path().join("appium");
+                let script = format!(
+                    "#!/bin/sh\nAPPIUM_HOME='{}' exec '{}' \"$@\"\n",
+                    home.display(),
+                    home.join("node_modules/.bin/appium").display()
+                );
+                std::fs::write(&wrapper, script).expect("appium wrapper");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+                (
+                    None,
+                    ["--appium-bin".to_string(), wrapper.display().to_string()],
+                )
+            }
+        };
         let broker = Broker::start(BrokerOpts {
             extra_args: broker_args.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
@@ -288,8 +352,8 @@ impl AppiumFarm {
             "node-1",
             adb.port(),
             &[
-                "--appium",
-                &appium_url,
+                &appium_flag[0],
+                &appium_flag[1],
                 "--appium-caps",
                 r#"{"platformName":"Fake","appium:automationName":"Fake"}"#,
             ],
