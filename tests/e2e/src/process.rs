@@ -364,11 +364,17 @@ mod tests {
         assert!(child.is_running());
         child.kill();
         assert!(!child.is_running());
-        let text = std::fs::read_to_string(&log).expect("log");
-        assert!(
-            text.contains("noise") && text.contains("oops") && text.contains("READY 42"),
-            "{text}"
-        );
+        // stdout and stderr reach the log through separate pipes: stderr may land a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let complete = |text: &str| {
+            text.contains("noise") && text.contains("oops") && text.contains("READY 42")
+        };
+        let mut text = std::fs::read_to_string(&log).expect("log");
+        while !complete(&text) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            text = std::fs::read_to_string(&log).expect("log");
+        }
+        assert!(complete(&text), "{text}");
     }
 
     #[tokio::test]
