@@ -48,6 +48,17 @@ impl Backoff {
         )
     }
 
+    /// A node-started slot server's restarts (Appium): 1 s, x2, capped at 30 s, reset after a
+    /// minute of running.
+    pub fn for_slot_server() -> Self {
+        Self::new(
+            Duration::from_secs(1),
+            2,
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        )
+    }
+
     /// The longest delay this backoff ever returns (before jitter).
     pub fn cap(&self) -> Duration {
         self.cap

@@ -1,5 +1,5 @@
 //! A node-started Appium server (`--appium-bin`): on a loopback port chosen at start, ready
-//! once `GET /status` answers, restarted with backoff when it dies, stopped with the node.
+//! once `GET /status` answers, restarted with backoff (crate::backoff) when it dies, stopped with the node.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,16 +12,12 @@ use tracing::Instrument;
 
 use super::config::SlotEndpoint;
 use super::proxy::{HttpClient, empty_body};
+use crate::backoff::{Backoff, random_jitter};
 
 /// How long Appium may take to answer `GET /status` after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often readiness is polled while Appium starts.
 const READY_POLL: Duration = Duration::from_millis(100);
-/// The first and the longest wait before a restart.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A run this long resets the backoff.
-const STEADY: Duration = Duration::from_secs(60);
 
 /// Starts the supervisor: returns where Appium listens, a flag that is true while it is ready
 /// (device slots are announced only then), and the task.
@@ -61,7 +57,7 @@ async fn supervise(
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::for_slot_server();
     loop {
         let started = Instant::now();
         match start(&path, port) {
@@ -103,18 +99,16 @@ async fn supervise(
                 }
             }
         }
-        if started.elapsed() >= STEADY {
-            backoff = FIRST_BACKOFF;
-        }
+        backoff.connection_ended(started.elapsed());
+        let delay = backoff.next_delay(random_jitter());
         tracing::info!(
-            seconds = backoff.as_secs(),
+            retry_in_ms = delay.as_millis() as u64,
             "restarting Appium after a pause"
         );
         tokio::select! {
             () = crate::wait_for_shutdown(&mut shutdown) => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -299,14 +299,7 @@ async fn start(path: &Path) -> Result<Running, String> {
         }
     }
     // Keep reading its output so a full pipe never blocks it.
-    tokio::spawn(
-        async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(%line, "chromedriver");
-            }
-        }
-        .in_current_span(),
-    );
+    super::child::log_lines(lines.into_inner(), "chromedriver");
     Ok(Running {
         child,
         endpoint: SlotEndpoint {
