@@ -155,10 +155,11 @@ fn command(kind: pb::command::Kind) -> pb::BrokerMessage {
     }
 }
 
-fn chunk(stream_id: u64, data: Bytes, end: bool, cancel: bool) -> pb::BrokerMessage {
+/// A body chunk; `data` is the wire message's own buffer (callers copy a body's bytes once).
+fn chunk(stream_id: u64, data: Vec<u8>, end: bool, cancel: bool) -> pb::BrokerMessage {
     command(pb::command::Kind::HttpBody(pb::HttpBodyChunk {
         stream_id,
-        data: data.to_vec(),
+        data,
         end,
         cancel,
     }))
@@ -196,7 +197,7 @@ impl Drop for StreamGuard {
         if !self.finished
             && let Some(tx) = self.target.outbound.upgrade()
         {
-            let _ = tx.try_send(chunk(self.id, Bytes::new(), false, true));
+            let _ = tx.try_send(chunk(self.id, Vec::new(), false, true));
         }
     }
 }
@@ -302,7 +303,7 @@ pub async fn forward(
             send(target, command(pb::command::Kind::HttpRequest(head))).await?;
         } else {
             send(target, command(pb::command::Kind::HttpRequest(head))).await?;
-            send(target, chunk(stream_id, data, true, false)).await?;
+            send(target, chunk(stream_id, data.to_vec(), true, false)).await?;
         }
         drop(upload_failed_tx);
     } else {
@@ -442,12 +443,7 @@ async fn upload(
             break;
         }
         for piece in data.chunks(CHUNK_BYTES) {
-            if let Err(e) = send(
-                &target,
-                chunk(stream_id, Bytes::copy_from_slice(piece), false, false),
-            )
-            .await
-            {
+            if let Err(e) = send(&target, chunk(stream_id, piece.to_vec(), false, false)).await {
                 error = Some(e);
                 break;
             }
@@ -458,10 +454,10 @@ async fn upload(
     }
     match error {
         None => {
-            let _ = send(&target, chunk(stream_id, Bytes::new(), true, false)).await;
+            let _ = send(&target, chunk(stream_id, Vec::new(), true, false)).await;
         }
         Some(e) => {
-            let _ = send(&target, chunk(stream_id, Bytes::new(), false, true)).await;
+            let _ = send(&target, chunk(stream_id, Vec::new(), false, true)).await;
             let _ = failed.send(e);
         }
     }
