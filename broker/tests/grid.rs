@@ -278,6 +278,28 @@ async fn every_bad_input_gets_a_w3c_error_that_says_why() {
     assert_eq!((code, w3c_error(&v).0), (500, "timeout"), "{v}");
 }
 
+/// A browser session and one command with a small body; what the node's slot saw of both.
+async fn new_session_and_one_command(
+    b: &common::TestBroker,
+    node: &GridNode,
+) -> Vec<grid_node::SeenRequest> {
+    let (status, body) =
+        post_session(&b.url, "alice", &b.alice, json!({"browserName":"chrome"})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["value"]["sessionId"].as_str().expect("id").to_string();
+    let url = br#"{"url":"about:blank"}"#.to_vec();
+    let (code, _) = send(
+        b,
+        &b.alice,
+        "POST",
+        &format!("/session/{id}/url"),
+        Some(url),
+    )
+    .await;
+    assert_eq!(code, 200);
+    node.seen()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_travel_whole_only_to_nodes_that_announce_it() {
     // A node from before `http-whole` (no features in its hello) gets every body in chunks.
@@ -287,20 +309,7 @@ async fn bodies_travel_whole_only_to_nodes_that_announce_it() {
         h.features.clear();
     }
     let old = GridNode::connect_with(&b, old_hello, vec![], vec![browser_slot(1)]).await;
-    let (status, body) =
-        post_session(&b.url, "alice", &b.alice, json!({"browserName":"chrome"})).await;
-    assert_eq!(status, 200, "{body}");
-    let id = body["value"]["sessionId"].as_str().expect("id").to_string();
-    let (code, _) = send(
-        &b,
-        &b.alice,
-        "POST",
-        &format!("/session/{id}/url"),
-        Some(br#"{"url":"about:blank"}"#.to_vec()),
-    )
-    .await;
-    assert_eq!(code, 200);
-    let seen = old.seen();
+    let seen = new_session_and_one_command(&b, &old).await;
     assert_eq!(seen.len(), 2);
     assert!(
         seen.iter().all(|r| !r.whole && !r.body.is_empty()),
@@ -310,19 +319,6 @@ async fn bodies_travel_whole_only_to_nodes_that_announce_it() {
 
     // Today's node gets the same small bodies whole in the request head.
     let (b, node) = farm(GridConfig::default()).await;
-    let (status, body) =
-        post_session(&b.url, "alice", &b.alice, json!({"browserName":"chrome"})).await;
-    assert_eq!(status, 200, "{body}");
-    let id = body["value"]["sessionId"].as_str().expect("id").to_string();
-    let (code, _) = send(
-        &b,
-        &b.alice,
-        "POST",
-        &format!("/session/{id}/url"),
-        Some(br#"{"url":"about:blank"}"#.to_vec()),
-    )
-    .await;
-    assert_eq!(code, 200);
-    let seen = node.seen();
+    let seen = new_session_and_one_command(&b, &node).await;
     assert!(seen.len() == 2 && seen.iter().all(|r| r.whole), "{seen:?}");
 }
