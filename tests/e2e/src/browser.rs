@@ -111,6 +111,31 @@ impl Browser {
         }
     }
 
+    /// Opens `url` in a page named `name` and waits until `selector` shows.
+    pub async fn open_when_visible(&mut self, name: &str, url: &str, selector: &str) {
+        self.must("open", json!({"name": name, "url": url})).await;
+        let visible = json!({"name": name, "selector": selector});
+        self.poll("visible", visible, Duration::from_secs(5), |v| {
+            v == &json!(true)
+        })
+        .await;
+    }
+
+    /// Waits until the page's live state (connecting, live, reconnecting, ended) is `wanted`.
+    pub async fn wait_state(&mut self, page: &str, wanted: &str, within: Duration) -> Value {
+        let args = json!({"name": page});
+        self.poll("state", args, within, |s| s["state"] == wanted)
+            .await
+    }
+
+    /// Opens a free device's page, clicks "Reserve and go live" and waits for the live state.
+    pub async fn reserve_and_go_live(&mut self, name: &str, url: &str, within: Duration) {
+        self.open_when_visible(name, url, "#reserve-go").await;
+        let click = json!({"name": name, "selector": "#reserve-go"});
+        self.must("click", click).await;
+        self.wait_state(name, "live", within).await;
+    }
+
     async fn read_answer(&mut self, id: u64) -> Result<Value, String> {
         loop {
             let line = match tokio::time::timeout(CALL_TIMEOUT, self.stdout.next_line()).await {

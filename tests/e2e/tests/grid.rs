@@ -549,23 +549,7 @@ async fn live_use_idle_sessions_and_a_killed_node_end_leases_right_with_real_app
     let mut browser = farm_e2e::Browser::start().await;
     let page = format!("{}/device/{}?token={alice}", farm.broker.url(), device.id);
     browser
-        .must("open", serde_json::json!({"name": "alice", "url": page}))
-        .await;
-    let alice_page = serde_json::json!({"name": "alice"});
-    let visible = serde_json::json!({"name": "alice", "selector": "#reserve-go"});
-    browser
-        .poll("visible", visible, Duration::from_secs(10), |v| v == true)
-        .await;
-    browser
-        .must(
-            "click",
-            serde_json::json!({"name": "alice", "selector": "#reserve-go"}),
-        )
-        .await;
-    browser
-        .poll("state", alice_page.clone(), Duration::from_secs(20), |s| {
-            s["state"] == "live"
-        })
+        .reserve_and_go_live("alice", &page, Duration::from_secs(20))
         .await;
     let (status, body) = farm
         .new_session(serde_json::json!({"farm:queueTimeout": 1}))
@@ -591,9 +575,7 @@ async fn live_use_idle_sessions_and_a_killed_node_end_leases_right_with_real_app
     let (status, body) = waiting.await.expect("the waiting client");
     assert_eq!(status, 200, "the waiting script gets the device: {body}");
     browser
-        .poll("state", alice_page, Duration::from_secs(10), |s| {
-            s["state"] == "ended"
-        })
+        .wait_state("alice", "ended", Duration::from_secs(10))
         .await;
     drop(browser);
     let (status, _) = farm

@@ -101,34 +101,6 @@ async fn poll(
     browser.poll(cmd, args, within, check).await
 }
 
-/// Opens `url` in a page named `name` and waits until `selector` shows.
-async fn open_when_visible(b: &mut Browser, name: &str, url: &str, selector: &str) {
-    b.must("open", json!({"name": name, "url": url})).await;
-    poll(
-        b,
-        "visible",
-        json!({"name": name, "selector": selector}),
-        Duration::from_secs(5),
-        |v| v == &json!(true),
-    )
-    .await;
-}
-
-/// Opens a free device's page, clicks "Reserve and go live" and waits for the live state.
-async fn reserve_and_go_live(b: &mut Browser, name: &str, url: &str, within: Duration) {
-    open_when_visible(b, name, url, "#reserve-go").await;
-    b.must("click", json!({"name": name, "selector": "#reserve-go"}))
-        .await;
-    wait_state(b, name, "live", within).await;
-}
-
-async fn wait_state(browser: &mut Browser, page: &str, wanted: &str, within: Duration) -> Value {
-    poll(browser, "state", json!({"name": page}), within, |s| {
-        s["state"] == wanted
-    })
-    .await
-}
-
 async fn wait_app(farm: &LiveFarm, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     eventually(Duration::from_secs(5), || async {
         let app = farm.app().await;
@@ -160,7 +132,8 @@ async fn a_tester_reserves_a_device_and_drives_it_live() {
     let farm = LiveFarm::start(&[]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    open_when_visible(&mut b, "alice", &farm.page_url(&alice, ""), "#reserve-go").await;
+    b.open_when_visible("alice", &farm.page_url(&alice, ""), "#reserve-go")
+        .await;
 
     // One click reserves and goes live; the first frame comes within a second.
     let ms = b
@@ -175,7 +148,7 @@ async fn a_tester_reserves_a_device_and_drives_it_live() {
     // The 1 s target is measured by scripts/bench-live (p50 ~340 ms here); under the whole
     // suite on 2 cores it can take longer, so the test guards against seconds-long stalls.
     assert!(ms < 2000.0, "first frame {ms:.0} ms after the click");
-    wait_state(&mut b, "alice", "live", Duration::from_secs(5)).await;
+    b.wait_state("alice", "live", Duration::from_secs(5)).await;
     let video = b.must("video", json!({"name": "alice"})).await;
     assert_eq!(
         (video["width"].as_u64(), video["height"].as_u64()),
@@ -312,13 +285,8 @@ async fn others_cannot_drive_a_held_device_and_observers_share_one_capture() {
     let alice = farm.broker.token(Role::User, "alice");
     let bob = farm.broker.token(Role::User, "bob");
     let mut b = Browser::start().await;
-    reserve_and_go_live(
-        &mut b,
-        "alice",
-        &farm.page_url(&alice, ""),
-        Duration::from_secs(10),
-    )
-    .await;
+    b.reserve_and_go_live("alice", &farm.page_url(&alice, ""), Duration::from_secs(10))
+        .await;
 
     // Bob is told who holds it and may only watch.
     b.must(
@@ -349,7 +317,7 @@ async fn others_cannot_drive_a_held_device_and_observers_share_one_capture() {
     );
     b.must("click", json!({"name": "bob", "selector": "#watch"}))
         .await;
-    wait_state(&mut b, "bob", "live", Duration::from_secs(10)).await;
+    b.wait_state("bob", "live", Duration::from_secs(10)).await;
     let video = b.must("video", json!({"name": "bob"})).await;
     assert_eq!(video["control"], false, "an observer gets no input channel");
     // A click by bob changes nothing on the device.
@@ -393,7 +361,7 @@ async fn others_cannot_drive_a_held_device_and_observers_share_one_capture() {
         .await;
         b.must("click", json!({"name": name, "selector": "#watch"}))
             .await;
-        wait_state(&mut b, name, "live", Duration::from_secs(10)).await;
+        b.wait_state(name, "live", Duration::from_secs(10)).await;
     }
     let app = farm.app().await;
     assert_eq!(app["captures"], 1, "four viewers, one capture: {app}");
@@ -408,16 +376,11 @@ async fn unplugging_and_lease_expiry_end_the_session_with_their_reason() {
     let farm = LiveFarm::start(&[]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    reserve_and_go_live(
-        &mut b,
-        "alice",
-        &farm.page_url(&alice, ""),
-        Duration::from_secs(10),
-    )
-    .await;
+    b.reserve_and_go_live("alice", &farm.page_url(&alice, ""), Duration::from_secs(10))
+        .await;
     let unplugged = Instant::now();
     farm.sim.unplug(&farm.serial).await;
-    let s = wait_state(&mut b, "alice", "ended", Duration::from_secs(2)).await;
+    let s = b.wait_state("alice", "ended", Duration::from_secs(2)).await;
     eprintln!(
         "page showed {:?} {:?} after unplug",
         s["text"],
@@ -449,8 +412,10 @@ async fn unplugging_and_lease_expiry_end_the_session_with_their_reason() {
         json!({"name": "alice", "url": farm.page_url(&alice, "")}),
     )
     .await;
-    wait_state(&mut b, "alice", "live", Duration::from_secs(10)).await;
-    let s = wait_state(&mut b, "alice", "ended", Duration::from_secs(10)).await;
+    b.wait_state("alice", "live", Duration::from_secs(10)).await;
+    let s = b
+        .wait_state("alice", "ended", Duration::from_secs(10))
+        .await;
     assert_eq!(s["text"], "lease expired", "{s}");
 }
 
@@ -464,8 +429,7 @@ async fn the_session_works_through_turn_only() {
     let farm = LiveFarm::start(&["--ice-config", &ice_arg]).await;
     let alice = farm.broker.token(Role::User, "alice");
     let mut b = Browser::start().await;
-    reserve_and_go_live(
-        &mut b,
+    b.reserve_and_go_live(
         "alice",
         &farm.page_url(&alice, "&relay=1"),
         Duration::from_secs(15),
